@@ -1,0 +1,46 @@
+"""Model registry: a model section of params.yaml -> an ``nn.Module``.
+
+``train@NAME`` and ``profile@NAME`` both call :func:`build_model` with the same section, so the
+weights the first saves always fit the module the second builds. Every model maps normalised
+float images (B, 3, H, W) to logits (B, num_classes) and exposes ``forward_features`` and
+``forward_head``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import nn
+
+from cifarbench.config import CNNModelConfig, ViTModelConfig
+from cifarbench.models.cnn import CNN
+from cifarbench.models.vit import ViT
+
+
+def _build_cnn(cfg: CNNModelConfig, num_classes: int, image_size: int) -> nn.Module:
+    a = cfg.arch
+    return CNN(num_classes=num_classes, widths=a.widths, whiten_width=a.whiten_width,
+               bn_momentum=a.bn_momentum, logit_scale=a.logit_scale)
+
+
+def _build_vit(cfg: ViTModelConfig, num_classes: int, image_size: int) -> nn.Module:
+    a = cfg.arch
+    return ViT(num_classes=num_classes, image_size=image_size, patch_size=a.patch_size,
+               dim=a.dim, depth=a.depth, heads=a.heads, mlp_ratio=a.mlp_ratio, pool=a.pool,
+               pos_embed=a.pos_embed, dropout=a.dropout, drop_path=a.drop_path)
+
+
+BUILDERS: dict[str, Callable[..., nn.Module]] = {"cnn": _build_cnn, "vit": _build_vit}
+
+
+def build_model(cfg: CNNModelConfig | ViTModelConfig, *, num_classes: int,
+                image_size: int) -> nn.Module:
+    """Build the module described by one ``models.<name>`` section of params.yaml."""
+    return BUILDERS[cfg.kind](cfg, num_classes, image_size)
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+__all__ = ["BUILDERS", "CNN", "ViT", "build_model", "count_params"]

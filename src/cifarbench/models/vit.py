@@ -1,0 +1,138 @@
+"""A plain Vision Transformer (Dosovitskiy et al. 2021) sized for small images.
+
+Patches are cut with einops and embedded by a linear layer; pre-norm blocks use
+``scaled_dot_product_attention`` (flash / memory-efficient kernels where the device has them).
+Following "Better plain ViT baselines" (Beyer et al. 2022), the defaults use fixed 2-D sin-cos
+position embeddings and global average pooling, which train faster from scratch than a learned
+embedding and a class token; both of those remain options. Patch 4 on 32x32 gives 64 tokens.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from einops.layers.torch import Rearrange
+from torch import nn
+
+
+def sincos_2d(grid: int, dim: int, temperature: float = 10_000.0) -> torch.Tensor:
+    """Fixed 2-D sin-cos position embedding: (grid * grid, dim); dim must be divisible by 4."""
+    y, x = torch.meshgrid(torch.arange(grid), torch.arange(grid), indexing="ij")
+    omega = 1.0 / temperature ** (torch.arange(dim // 4) / (dim // 4 - 1 or 1))
+    y = y.flatten()[:, None] * omega[None, :]
+    x = x.flatten()[:, None] * omega[None, :]
+    return torch.cat([x.sin(), x.cos(), y.sin(), y.cos()], dim=1)
+
+
+def drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """Stochastic depth: drop the whole residual branch for a random subset of samples."""
+    if p == 0.0 or not training:
+        return x
+    keep = torch.rand(x.shape[0], *([1] * (x.ndim - 1)), device=x.device) >= p
+    return x * keep.to(x.dtype) / (1 - p)
+
+
+class Attention(nn.Module):
+    def __init__(self, *, dim: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.dropout = dropout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, D) -> (B, T, D)."""
+        q, k, v = rearrange(self.qkv(x), "b t (three h d) -> three b h t d", three=3, h=self.heads)
+        out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
+        return self.proj(rearrange(out, "b h t d -> b t (h d)"))
+
+
+class MLP(nn.Module):
+    def __init__(self, *, dim: int, hidden: int, dropout: float) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: (B, T, D) -> (B, T, D)."""
+
+    def __init__(self, *, dim: int, heads: int, mlp_ratio: float, dropout: float,
+                 drop_path: float) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = Attention(dim=dim, heads=heads, dropout=dropout)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = MLP(dim=dim, hidden=int(dim * mlp_ratio), dropout=dropout)
+        self.drop_path = drop_path
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + drop_path(self.attn(self.norm1(x)), self.drop_path, self.training)
+        x = x + drop_path(self.mlp(self.norm2(x)), self.drop_path, self.training)
+        return x
+
+
+class ViT(nn.Module):
+    def __init__(self, *, num_classes: int, image_size: int = 32, patch_size: int = 4,
+                 dim: int = 256, depth: int = 6, heads: int = 4, mlp_ratio: float = 2.0,
+                 pool: str = "mean", pos_embed: str = "sincos", dropout: float = 0.0,
+                 drop_path: float = 0.0) -> None:
+        super().__init__()
+        if image_size % patch_size:
+            raise ValueError(f"image_size {image_size} is not divisible by patch_size {patch_size}")
+        if pos_embed == "sincos" and dim % 4:
+            raise ValueError(f"sin-cos position embedding needs dim divisible by 4, got {dim}")
+        grid = image_size // patch_size
+        patch_dim = 3 * patch_size * patch_size
+        self.to_patches = Rearrange("b c (h p1) (w p2) -> b (h w) (p1 p2 c)",
+                                    p1=patch_size, p2=patch_size)
+        self.patch_embed = nn.Linear(patch_dim, dim)
+        if pos_embed == "sincos":
+            self.register_buffer("pos", sincos_2d(grid, dim)[None], persistent=False)
+        else:
+            self.pos = nn.Parameter(torch.randn(1, grid * grid, dim) * 0.02)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim)) if pool == "cls" else None
+        self.blocks = nn.Sequential(*[
+            Block(dim=dim, heads=heads, mlp_ratio=mlp_ratio, dropout=dropout,
+                  drop_path=drop_path * i / max(depth - 1, 1))
+            for i in range(depth)
+        ])
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, num_classes)
+        self.pool = pool
+        self.num_features = dim
+        self.apply(_init_weights)
+        nn.init.zeros_(self.head.weight)  # start from uniform predictions
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> (B, D) pooled, normalised features."""
+        x = self.patch_embed(self.to_patches(x)) + self.pos  # (B, T, D), T = (H/p)*(W/p)
+        if self.cls_token is not None:
+            x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)  # (B, 1+T, D)
+        x = self.norm(self.blocks(x))
+        return x[:, 0] if self.cls_token is not None else x.mean(dim=1)  # (B, D)
+
+    def forward_head(self, feats: torch.Tensor) -> torch.Tensor:
+        """(B, D) -> (B, num_classes) logits."""
+        return self.head(feats)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+def _init_weights(m: nn.Module) -> None:
+    if isinstance(m, nn.Linear):
+        nn.init.trunc_normal_(m.weight, std=0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.LayerNorm):
+        nn.init.ones_(m.weight)
+        nn.init.zeros_(m.bias)

@@ -1,0 +1,106 @@
+"""The one place that decides device, precision and threads, and describes the environment.
+
+``device: auto`` picks CUDA when present (and says so on stderr). ``precision: auto`` means
+bf16 autocast on a GPU that supports it, else fp16 autocast with a GradScaler; on CPU it means
+bf16 autocast when the CPU has native bf16 (AVX512-BF16 or AMX), else fp32. Every metrics
+file records :func:`environment` so a number is never separated from where it was measured.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import sys
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class Runtime:
+    device: torch.device
+    amp_dtype: torch.dtype | None  # None = plain fp32
+
+    @property
+    def dtype_name(self) -> str:
+        return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.amp_dtype]
+
+    @property
+    def needs_grad_scaler(self) -> bool:
+        return self.amp_dtype is torch.float16
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """Autocast context for this runtime (a no-op in fp32)."""
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+
+    def synchronize(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+
+def cpu_has_native_bf16() -> bool:
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
+def resolve_runtime(device: str = "auto", precision: str = "auto", threads: int | None = None,
+                    *, log=sys.stderr) -> Runtime:
+    """Turn the ``device``/``precision``/``threads`` params into a :class:`Runtime`."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        where = torch.cuda.get_device_name(0) if device == "cuda" else platform.processor() or "CPU"
+        print(f"device: auto -> {device} ({where})", file=log)
+    elif device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("params.yaml: device = 'cuda' but no CUDA device is available "
+                           "(allowed: auto, cpu, cuda; use auto or cpu on this machine)")
+    dev = torch.device(device)
+    if threads is not None and dev.type == "cpu":
+        torch.set_num_threads(threads)
+
+    if precision == "auto":
+        if dev.type == "cuda":
+            amp = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        else:
+            amp = torch.bfloat16 if cpu_has_native_bf16() else None
+    else:
+        amp = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+        if amp is torch.float16 and dev.type == "cpu":
+            raise RuntimeError("params.yaml: precision = 'fp16' is not supported on CPU "
+                               "(allowed there: auto, fp32, bf16)")
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    return Runtime(device=dev, amp_dtype=amp)
+
+
+def environment(rt: Runtime) -> dict:
+    """Flat description of where a measurement was taken (recorded in every metrics file)."""
+    if rt.device.type == "cuda":
+        name = torch.cuda.get_device_name(rt.device)
+    else:
+        name = _cpu_model_name()
+    return {
+        "device": rt.device.type,
+        "device_name": name,
+        "dtype": rt.dtype_name,
+        "torch_version": torch.__version__,
+        "cuda_version": torch.version.cuda if rt.device.type == "cuda" else None,
+        "cpu_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "python_version": platform.python_version(),
+    }
+
+
+def _cpu_model_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "CPU"
