@@ -1,0 +1,194 @@
+"""The numbers of the report: ``metrics/report.json`` and the Markdown summary table.
+
+Every model's headline numbers are copied from the metrics files unchanged (so the report equals
+what the stages measured) under flat keys with units in their names, so ``dvc metrics diff``
+between two branches reads at a glance. The only computed values are simple ratios
+(accuracy per GFLOP, per MB of parameters) and the per-step total. The summary table marks the
+winner of each column in bold; the README embeds it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from cifarbench.config import Params
+from cifarbench.report.load import ENVIRONMENT_SCHEMA, ModelResults, ReportInputs
+
+STEP_PARTS = ("data", "forward", "backward", "optimizer")  # order of a training step
+
+
+def headline_numbers(m: ModelResults) -> dict[str, Any]:
+    """One model's flat headline numbers (units in the key names; accuracy as a 0-1 fraction)."""
+    t, p = m.train, m.profile
+    step = {f"step_{part}_ms": t["breakdown_ms"][part] for part in STEP_PARTS}
+    gflops = p["flops_per_image"] / 1e9
+    return {
+        "kind": t["kind"],
+        "test_accuracy": t["test_accuracy"],
+        "test_accuracy_std": t["test_accuracy_std"],
+        "test_loss": t["test_loss"],
+        "runs": t["runs"],
+        "epochs": t["epochs"],
+        "batch_size": t["batch_size"],
+        "train_time_s": t["train_time_s"],
+        "train_time_s_std": t["train_time_s_std"],
+        "compile_time_s": t["compile_time_s"],
+        "target_accuracy": t["target_accuracy"],
+        "time_to_target_s": t["time_to_target_s"],
+        "train_throughput_img_s": t["train_throughput_img_s"],
+        "eval_time_s": t["eval_time_s"],
+        **step,
+        "step_total_ms": sum(step.values()),
+        "params": t["params"],
+        "param_memory_mb": p["param_memory_mb"],
+        "checkpoint_mb": p["checkpoint_mb"],
+        "peak_train_memory_mb": t["peak_memory_mb"],
+        "peak_train_memory_kind": t["peak_memory_kind"],
+        "peak_inference_memory_mb": p["peak_memory_mb"],
+        "peak_inference_memory_kind": p["peak_memory_kind"],
+        "throughput_img_s": p["throughput_img_s"],
+        "throughput_batch_size": p["throughput_batch_size"],
+        "latency_p50_ms": p["latency_ms"]["p50"],
+        "latency_p90_ms": p["latency_ms"]["p90"],
+        "latency_p99_ms": p["latency_ms"]["p99"],
+        "latency_mean_ms": p["latency_ms"]["mean"],
+        "flops_per_image": p["flops_per_image"],
+        "train_flops_per_image": p["train_flops_per_image"],
+        "gflops_per_image": gflops,
+        "accuracy_per_gflop": t["test_accuracy"] / gflops,
+        "accuracy_per_param_mb": (t["test_accuracy"] / p["param_memory_mb"]
+                                  if p["param_memory_mb"] > 0 else None),
+        "inference_variant": p["headline_variant"],
+        "failed_batch_sizes": list(p["failed_batch_sizes"]),
+    }
+
+
+def environment(inputs: ReportInputs) -> dict[str, Any]:
+    """Where the numbers were measured, from every train and profile metrics file.
+
+    Normally all files agree; when they do not (say, one model trained on another machine), the
+    value lists the distinct values joined by " | " so the difference is visible, not hidden.
+    """
+    env: dict[str, Any] = {}
+    for key in ENVIRONMENT_SCHEMA:
+        values: list[Any] = []
+        for m in inputs.models.values():
+            for source in (m.train, m.profile):
+                if source[key] not in values:
+                    values.append(source[key])
+        env[key] = values[0] if len(values) == 1 else " | ".join(map(str, values))
+    return env
+
+
+def data_description(inputs: ReportInputs, label: str) -> dict[str, Any]:
+    d = inputs.data
+    return {"label": label, "num_classes": d["num_classes"], "image_size": d["image_size"],
+            "train_images": d["train_images"], "test_images": d["test_images"]}
+
+
+# --------------------------------------------------------------------------- summary columns
+
+
+@dataclass(frozen=True)
+class Column:
+    key: str  # key in the headline numbers
+    header: str
+    better: Literal["higher", "lower"]
+    fmt: str  # format of the value after ``scale``
+    scale: float = 1.0
+
+
+SUMMARY_COLUMNS: tuple[Column, ...] = (
+    Column("test_accuracy", "Test accuracy (%)", "higher", "{:.2f}", 100.0),
+    Column("train_time_s", "Train time (s)", "lower", "{:,.1f}"),
+    Column("time_to_target_s", "Time to target (s)", "lower", "{:,.1f}"),
+    Column("params", "Params (M)", "lower", "{:.2f}", 1e-6),
+    Column("peak_train_memory_mb", "Peak train memory (MB)", "lower", "{:,.0f}"),
+    Column("peak_inference_memory_mb", "Peak inference memory (MB)", "lower", "{:,.0f}"),
+    Column("throughput_img_s", "Throughput (img/s)", "higher", "{:,.0f}"),
+    Column("latency_p50_ms", "Latency p50 (ms)", "lower", "{:.2f}"),
+    Column("latency_p99_ms", "Latency p99 (ms)", "lower", "{:.2f}"),
+    Column("gflops_per_image", "GFLOPs / image", "lower", "{:.3f}"),
+    Column("accuracy_per_gflop", "Accuracy per GFLOP (%)", "higher", "{:,.1f}", 100.0),
+)
+
+
+def winners(models: Mapping[str, Mapping[str, Any]],
+            columns: Sequence[Column] = SUMMARY_COLUMNS) -> dict[str, list[str]]:
+    """Best model(s) per column; ties share the win, a null (say, target never reached) never
+    wins, and with a single model there is nothing to win."""
+    result: dict[str, list[str]] = {}
+    for col in columns:
+        values = {name: nums[col.key] for name, nums in models.items() if nums[col.key] is not None}
+        if len(models) < 2 or not values:
+            result[col.key] = []
+            continue
+        best = max(values.values()) if col.better == "higher" else min(values.values())
+        result[col.key] = [name for name, v in values.items() if v == best]
+    return result
+
+
+def build_report(inputs: ReportInputs, params: Params) -> dict[str, Any]:
+    """The content of ``metrics/report.json``."""
+    models = {name: headline_numbers(m) for name, m in inputs.models.items()}
+    return {
+        "models": models,
+        "winners": winners(models),
+        "environment": environment(inputs),
+        "data": data_description(inputs, params.report.data_label),
+        "params": params.model_dump(mode="json"),
+    }
+
+
+# ------------------------------------------------------------------------------ Markdown
+
+
+def caption(env: Mapping[str, Any], data: Mapping[str, Any]) -> str:
+    """One line naming the device, dtype and data; shared by the summary and every figure."""
+    size = data["image_size"]
+    return (f"Measured on {env['device_name']} ({env['device']}, {env['dtype']}, "
+            f"torch {env['torch_version']}); data: {data['label']}, {data['train_images']:,} train / "
+            f"{data['test_images']:,} test images, {size}×{size} px")
+
+
+def fmt_percent(fraction: float) -> str:
+    """0.9 -> '90%', 0.935 -> '93.5%' (no trailing zeros)."""
+    return f"{fraction * 100:.2f}".rstrip("0").rstrip(".") + "%"
+
+
+def _cell(col: Column, nums: Mapping[str, Any]) -> str:
+    value = nums[col.key]
+    if value is None:
+        return "not reached" if col.key == "time_to_target_s" else "n/a"
+    text = col.fmt.format(value * col.scale)
+    if col.key == "test_accuracy" and nums["runs"] > 1:
+        text += f" ± {nums['test_accuracy_std'] * col.scale:.2f}"
+    return text
+
+
+def summary_markdown(report: Mapping[str, Any]) -> str:
+    """A Markdown table, one row per model, the winner of each column in bold, and a caption."""
+    models, wins = report["models"], report["winners"]
+    headers = ["Model"] + [col.header for col in SUMMARY_COLUMNS]
+    targets = {nums["target_accuracy"] for nums in models.values()}
+    if len(targets) == 1:  # name the target in the header when every model shares it
+        headers[1 + [c.key for c in SUMMARY_COLUMNS].index("time_to_target_s")] = (
+            f"Time to {fmt_percent(targets.pop())} (s)")
+    lines = ["| " + " | ".join(headers) + " |",
+             "|" + "|".join([":---"] + ["---:"] * len(SUMMARY_COLUMNS)) + "|"]
+    for name, nums in models.items():
+        cells = [name]
+        for col in SUMMARY_COLUMNS:
+            text = _cell(col, nums)
+            cells.append(f"**{text}**" if name in wins[col.key] else text)
+        lines.append("| " + " | ".join(cells) + " |")
+    runs = sorted({nums["runs"] for nums in models.values()})
+    notes = [caption(report["environment"], report["data"]) + "."]
+    if runs != [1]:
+        notes.append(f"Accuracy is the mean ± std over {'/'.join(map(str, runs))} runs.")
+    if len(models) > 1:
+        notes.append("**Bold**: best in column (higher accuracy, throughput and accuracy per GFLOP; "
+                     "lower time, size, memory and latency).")
+    return "\n".join(lines) + "\n\n" + " ".join(notes) + "\n"
