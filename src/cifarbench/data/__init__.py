@@ -1,0 +1,12 @@
+"""Data: fetch a verified source (``fetch``), read it in place (``sources``), build the arrays
+the models train on (``prepare``). Stages ``download`` and ``prepare`` call into here; training
+and profiling only need :func:`load_split`."""
+
+from cifarbench.data.fetch import OFFICIAL_CIFAR10_MD5, fetch_source
+from cifarbench.data.prepare import (SOURCE_RECORD, PreparedData, channel_stats, decode_image,
+                                     load_split, prepare_dataset, save_split)
+from cifarbench.data.sources import detect_layout, open_source
+
+__all__ = ["OFFICIAL_CIFAR10_MD5", "SOURCE_RECORD", "PreparedData", "channel_stats",
+           "decode_image", "detect_layout", "fetch_source", "load_split", "open_source",
+           "prepare_dataset", "save_split"]

@@ -1,0 +1,335 @@
+"""Turn the fetched source into compact, fast-loading arrays: one uncompressed ``.npz`` per split.
+
+Images are decoded with PIL and converted to RGB the way torchvision's ``pil_loader`` does
+(grayscale, palette, RGBA, CMYK ...), except that 16-bit images are scaled to 8 bits instead of
+clipped; images that are not ``data.image_size`` square are resized on the shorter side and
+centre-cropped (the usual ``Resize`` + ``CenterCrop`` evaluation transform). Arrays are uint8
+NHWC with int64 labels, loadable without pickle; the full CIFAR-10 train split loads in a few
+hundredths of a second. ``data.train_size``/``data.test_size`` take class-balanced subsets that
+are deterministic for a seed and nested (a larger subset keeps the smaller one's images).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import posixpath
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+import numpy as np
+from PIL import Image, ImageOps
+from tqdm import tqdm
+
+from cifarbench.data.sources import (CIFAR_FILE_MD5, CIFAR_FILES, CIFAR_TRAIN_BATCHES,
+                                     CifarPythonLayout, ImageFolderLayout, Source, detect_layout,
+                                     open_source, parse_cifar_batch, parse_cifar_meta)
+from cifarbench.errors import UserError
+from cifarbench.io import atomic_path
+
+SOURCE_RECORD = "source.json"  # written by the download stage beside the fetched entry
+_SPLIT_STREAM = {"train": 0, "test": 1}  # independent random streams per split
+
+
+@dataclass(frozen=True)
+class PreparedData:
+    classes: list[str]  # sorted; label i is classes[i]
+    layout: str  # "cifar-python" | "imagefolder"
+    source: str  # data.source as the download stage recorded it
+    image_size: int
+    train_x: np.ndarray  # (N, H, W, 3) uint8 RGB
+    train_y: np.ndarray  # (N,) int64
+    test_x: np.ndarray  # (M, H, W, 3) uint8 RGB
+    test_y: np.ndarray  # (M,) int64
+    mean: list[float]  # per channel (R, G, B), 0-1 scale, train split
+    std: list[float]
+
+    def class_counts(self, y: np.ndarray) -> dict[str, int]:
+        counts = np.bincount(y, minlength=len(self.classes))
+        return {c: int(n) for c, n in zip(self.classes, counts)}
+
+    def meta(self) -> dict:
+        """``data/prepared/meta.json``."""
+        return {"classes": self.classes, "num_classes": len(self.classes),
+                "image_size": self.image_size, "mean": self.mean, "std": self.std,
+                "layout": self.layout, "source": self.source,
+                "train_images": len(self.train_y), "test_images": len(self.test_y)}
+
+    def metrics(self) -> dict:
+        """``metrics/data.json``."""
+        return {"num_classes": len(self.classes), "image_size": self.image_size,
+                "train_images": len(self.train_y), "test_images": len(self.test_y),
+                "train_class_counts": self.class_counts(self.train_y),
+                "test_class_counts": self.class_counts(self.test_y)}
+
+
+def prepare_dataset(raw_dir: str | Path, *, image_size: int = 32, train_size: int | None = None,
+                    test_size: int | None = None, seed: int = 0,
+                    log: TextIO | None = None) -> PreparedData:
+    """Read what the download stage fetched into ``raw_dir`` and build both splits."""
+    log = log or sys.stderr
+    start = time.perf_counter()
+    raw_dir = Path(raw_dir)
+    record = read_source_record(raw_dir)
+    entry = raw_dir / record["name"]
+    sizes = {"train": train_size, "test": test_size}
+    for split, size in sizes.items():
+        if size is not None and size < 1:
+            raise UserError(f"data.{split}_size = {size}: must be a positive number of images "
+                            "(or null for the whole split)")
+
+    with open_source(entry) as src:
+        layout = detect_layout(src)
+        if isinstance(layout, CifarPythonLayout):
+            classes, splits = _read_cifar(src, layout, trusted=_archive_verified(entry, record))
+            for split, (x, y) in splits.items():
+                keep = balanced_subset(y, sizes[split], num_classes=len(classes), seed=seed,
+                                       split=split)
+                splits[split] = (_resize_all(x[keep], image_size), y[keep])
+            kind = "cifar-python"
+        else:
+            classes = layout.classes
+            splits = _read_imagefolder(src, layout, sizes, image_size=image_size, seed=seed,
+                                       log=log)
+            kind = "imagefolder"
+
+    (train_x, train_y), (test_x, test_y) = splits["train"], splits["test"]
+    mean, std = channel_stats(train_x)
+    print(f"prepare: {kind} from {entry}: {len(classes)} classes, {len(train_y)} train and "
+          f"{len(test_y)} test images of {image_size}x{image_size} "
+          f"({time.perf_counter() - start:.1f} s)", file=log)
+    return PreparedData(classes=classes, layout=kind, source=str(record.get("source", entry)),
+                        image_size=image_size, train_x=train_x, train_y=train_y, test_x=test_x,
+                        test_y=test_y, mean=mean, std=std)
+
+
+def read_source_record(raw_dir: Path) -> dict:
+    path = raw_dir / SOURCE_RECORD
+    try:
+        record = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path} not found: run the download stage first "
+                        "(dvc repro download)") from None
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{path}: unreadable ({exc}); run the download stage again") from None
+    name = record.get("name") if isinstance(record, dict) else None
+    # The entry must be a plain name inside raw_dir, whatever the record says.
+    if not isinstance(name, str) or name in ("", ".", "..") or "/" in name or "\\" in name:
+        raise UserError(f"{path}: 'name' must be the file or folder name of the fetched source, "
+                        f"got {name!r}; run the download stage again")
+    if not (raw_dir / name).exists():
+        raise UserError(f"{raw_dir / name} (named in {path}) does not exist; run the download "
+                        "stage again")
+    return record
+
+
+def _archive_verified(entry: Path, record: dict) -> bool:
+    """Did the download stage match this exact file against a known checksum?"""
+    if record.get("kind") != "archive" or not record.get("verified"):
+        return False
+    sha = hashlib.sha256()
+    with open(entry, "rb") as f:
+        while chunk := f.read(1 << 20):
+            sha.update(chunk)
+    return sha.hexdigest() == record.get("sha256")
+
+
+# --------------------------------------------------------------------------------- subsets
+
+
+def balanced_subset(labels: np.ndarray, size: int | None, *, num_classes: int, seed: int,
+                    split: str) -> np.ndarray:
+    """Sorted indices of a class-balanced subset of ``size`` images (all when ``size`` is None).
+
+    Each class gets ``size // K`` images and the first ``size % K`` classes one more; a class
+    with fewer images gives all it has and the others share the rest. Within a class the pick
+    is a prefix of a seeded permutation, so the subset is deterministic for ``seed`` and a
+    larger ``size`` keeps every image of a smaller one.
+    """
+    n = len(labels)
+    if size is None:
+        return np.arange(n)
+    key = f"data.{split}_size"
+    if size > n:
+        raise UserError(f"{key} = {size} is larger than the {split} split ({n} images); use at "
+                        f"most {n}, or null for the whole split")
+    if size < num_classes:
+        raise UserError(f"{key} = {size} is smaller than the number of classes ({num_classes}):"
+                        " a class-balanced subset needs at least one image per class")
+    counts = np.bincount(labels, minlength=num_classes)
+    quota = _balanced_quota(counts, size)
+    rng = np.random.default_rng([seed, _SPLIT_STREAM[split]])
+    picked = [rng.permutation(np.flatnonzero(labels == c))[:quota[c]] for c in range(num_classes)]
+    return np.sort(np.concatenate(picked))
+
+
+def _balanced_quota(counts: np.ndarray, size: int) -> np.ndarray:
+    """Images per class summing to ``size`` (<= counts.sum()), as equal as the counts allow."""
+    quota = np.zeros_like(counts)
+    left = size
+    while left > 0:  # each round fills at least one class or finishes
+        open_ = np.flatnonzero(quota < counts)
+        share, extra = divmod(left, len(open_))
+        add = np.full(len(open_), share)
+        add[:extra] += 1
+        add = np.minimum(add, counts[open_] - quota[open_])
+        quota[open_] += add
+        left -= int(add.sum())
+    return quota
+
+
+# ------------------------------------------------------------------------------ CIFAR batches
+
+
+def _read_cifar(src: Source, layout: CifarPythonLayout,
+                *, trusted: bool) -> tuple[list[str], dict[str, tuple[np.ndarray, np.ndarray]]]:
+    members = {layout.member(n): n for n in CIFAR_FILES}
+    blobs = {members[m]: data for m, data in src.read(members)}
+    if not trusted:
+        # Pickles run code when loaded; the restricted unpickler stops that, and we still only
+        # read batches whose origin is vouched for: a checksum, or the official files' MD5s.
+        differ = [n for n in CIFAR_FILES if hashlib.md5(blobs[n]).hexdigest() != CIFAR_FILE_MD5[n]]
+        if differ:
+            raise UserError(
+                f"{src.label}: the CIFAR-10 python batches are pickles and this source is not "
+                f"verified ({', '.join(differ)} differ from the official files and no checksum "
+                "was given); set data.sha256 (or data.md5) to the archive's checksum to vouch "
+                "for it")
+    where = {n: f"{src.label}: {layout.member(n)}" for n in CIFAR_FILES}
+    names = parse_cifar_meta(blobs["batches.meta"], label=where["batches.meta"])
+    parts = [parse_cifar_batch(blobs[b], label=where[b]) for b in CIFAR_TRAIN_BATCHES]
+    splits = {"train": (np.concatenate([x for x, _ in parts]),
+                        np.concatenate([y for _, y in parts])),
+              "test": parse_cifar_batch(blobs["test_batch"], label=where["test_batch"])}
+    classes = sorted(names)
+    if len(set(classes)) != len(classes):
+        raise UserError(f"{where['batches.meta']}: duplicate class names in label_names: {names}")
+    to_sorted = np.array([classes.index(n) for n in names], dtype=np.int64)
+    for split, (x, y) in splits.items():
+        if y.size and (y.min() < 0 or y.max() >= len(names)):
+            raise UserError(f"{src.label}: {split} labels must lie in 0..{len(names) - 1} "
+                            f"(batches.meta has {len(names)} classes), found {y.min()}..{y.max()}")
+        splits[split] = (x, to_sorted[y])
+    return classes, splits
+
+
+def _resize_all(x: np.ndarray, size: int) -> np.ndarray:
+    """(N, h, w, 3) uint8 -> (N, size, size, 3) uint8; no copy when already that size."""
+    if x.shape[1:3] == (size, size):
+        return x
+    out = np.empty((len(x), size, size, 3), dtype=np.uint8)
+    for i, img in enumerate(x):
+        out[i] = _fit(Image.fromarray(img), size)
+    return out
+
+
+# ------------------------------------------------------------------------------- ImageFolder
+
+
+def _read_imagefolder(src: Source, layout: ImageFolderLayout, sizes: dict[str, int | None], *,
+                      image_size: int, seed: int,
+                      log: TextIO) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    if layout.skipped:
+        examples = ", ".join(layout.skipped[:3]) + (", ..." if len(layout.skipped) > 3 else "")
+        print(f"prepare: skipped {len(layout.skipped)} hidden or non-image files in "
+              f"{src.label} ({examples})", file=log)
+    items = {"train": layout.train, "test": layout.test}
+    where: dict[str, tuple[str, int]] = {}  # member -> (split, row)
+    labels = {}
+    for split, split_items in items.items():
+        y_all = np.array([label for _, label in split_items], dtype=np.int64)
+        keep = balanced_subset(y_all, sizes[split], num_classes=len(layout.classes), seed=seed,
+                               split=split)
+        labels[split] = y_all[keep]
+        where.update({split_items[i][0]: (split, row) for row, i in enumerate(keep)})
+
+    x = {split: np.empty((len(y), image_size, image_size, 3), dtype=np.uint8)
+         for split, y in labels.items()}
+    bar = tqdm(total=len(where), desc="prepare: decoding", unit="img", file=log, mininterval=1.0,
+               disable=None)
+    # One pass over the source in storage order (a compressed tar cannot seek cheaply).
+    with bar, warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=UserWarning, module="PIL")
+        for member, data in src.read(where):
+            split, row = where[member]
+            x[split][row] = decode_image(data, image_size, label=f"{src.label}: {member}")
+            bar.update()
+    return {split: (x[split], labels[split]) for split in items}
+
+
+def decode_image(data: bytes, size: int, *, label: str = "image") -> np.ndarray:
+    """Encoded image bytes -> (size, size, 3) uint8 RGB; a UserError naming ``label`` if bad."""
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            if img.format == "JPEG" and min(img.size) >= 2 * size:
+                img.draft(None, (size, size))  # let libjpeg downscale by 2/4/8 while decoding
+            return np.asarray(_fit(to_rgb(img), size), dtype=np.uint8)
+    except Exception as exc:  # PIL raises many types for bad data; all mean "cannot decode"
+        kind = "not a recognised image" if isinstance(exc, Image.UnidentifiedImageError) else exc
+        ext = posixpath.splitext(label)[1] or "(none)"
+        raise UserError(f"{label}: cannot decode image with extension {ext}: {kind}") from None
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Any PIL mode -> RGB. 16-bit and 32-bit integer images are scaled from 0..65535."""
+    if img.mode == "RGB":
+        img.load()
+        return img
+    if img.mode.startswith("I"):  # I;16, I;16B, I: PIL's convert() would clip at 255
+        wide = np.asarray(img).astype(np.int64)
+        gray = ((np.clip(wide, 0, 65535) + 128) // 257).astype(np.uint8)
+        return Image.fromarray(gray, mode="L").convert("RGB")
+    return img.convert("RGB")
+
+
+def _fit(img: Image.Image, size: int) -> Image.Image:
+    if img.size == (size, size):
+        return img
+    return ImageOps.fit(img, (size, size), method=Image.Resampling.BILINEAR)
+
+
+# ------------------------------------------------------------------------------------ arrays
+
+
+def channel_stats(x: np.ndarray) -> tuple[list[float], list[float]]:
+    """Per-channel mean and (population) std of uint8 (N, H, W, 3) images on the 0-1 scale.
+
+    Exact and memory-light: computed from each channel's 256-bin histogram, built in chunks.
+    """
+    pixels = x.reshape(-1, 3)  # (N*H*W, 3)
+    offset = np.array([0, 256, 512], dtype=np.int16)  # one bincount for the three channels
+    counts = np.zeros(3 * 256, dtype=np.int64)
+    for i in range(0, len(pixels), 1 << 16):
+        counts += np.bincount((pixels[i:i + (1 << 16)] + offset).ravel(), minlength=3 * 256)
+    values = np.arange(256, dtype=np.float64) / 255.0
+    mean, std = [], []
+    for hist in counts.reshape(3, 256).astype(np.float64):
+        m = float(hist @ values / hist.sum())
+        mean.append(round(m, 6))
+        std.append(round(float(np.sqrt(hist @ (values - m) ** 2 / hist.sum())), 6))
+    return mean, std
+
+
+def save_split(path: str | Path, x: np.ndarray, y: np.ndarray) -> None:
+    """Write ``x`` (N, H, W, 3) uint8 and ``y`` (N,) int64 as an uncompressed npz, atomically."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, x=x, y=y)
+
+
+def load_split(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """Read a prepared split: ``x`` (N, H, W, 3) uint8 NHWC RGB, ``y`` (N,) int64."""
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            x, y = f["x"], f["y"]
+    except (OSError, KeyError, ValueError) as exc:
+        raise UserError(f"{path}: not a prepared split ({exc}); run the prepare stage") from None
+    if x.dtype != np.uint8 or x.ndim != 4 or x.shape[-1] != 3 or y.dtype != np.int64 \
+            or y.shape != (len(x),):
+        raise UserError(f"{path}: expected x uint8 (N, H, W, 3) and y int64 (N,), got x "
+                        f"{x.dtype} {x.shape} and y {y.dtype} {y.shape}")
+    return x, y

@@ -1,0 +1,40 @@
+"""Stage prepare: decode the fetched source into ``train.npz``/``test.npz`` + ``meta.json``.
+
+Paths come from dvc.yaml; the work is in ``cifarbench.data.prepare``. Everything is computed
+before the first file is written, and every file is written atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from cifarbench.cli import run_stage
+from cifarbench.config import load_params
+from cifarbench.data import prepare_dataset, save_split
+from cifarbench.io import write_json
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--params", type=Path, required=True)
+    p.add_argument("--raw", type=Path, required=True, help="download output (data/raw)")
+    p.add_argument("--out", type=Path, required=True, help="output folder (data/prepared)")
+    p.add_argument("--metrics", type=Path, required=True, help="output: metrics/data.json")
+    return p.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    params = load_params(args.params)
+    data = prepare_dataset(args.raw, image_size=params.data.image_size,
+                           train_size=params.data.train_size, test_size=params.data.test_size,
+                           seed=params.seed)
+    save_split(args.out / "train.npz", data.train_x, data.train_y)
+    save_split(args.out / "test.npz", data.test_x, data.test_y)
+    write_json(args.out / "meta.json", data.meta())
+    write_json(args.metrics, data.metrics())
+
+
+if __name__ == "__main__":
+    run_stage(main)
