@@ -1,0 +1,82 @@
+"""Stage profile@NAME: inference throughput, latency, memory and FLOPs of a trained model."""
+
+from __future__ import annotations
+
+import argparse
+import pickle
+from pathlib import Path
+
+import torch
+
+from cifarbench.cli import UserError, run_stage
+from cifarbench.config import load_params
+from cifarbench.io import read_json, write_csv, write_json
+from cifarbench.models import build_model
+from cifarbench.profiling import ProfileError, profile_model
+from cifarbench.runtime import resolve_runtime
+
+THROUGHPUT_COLUMNS = ["batch_size", "throughput_img_s", "step_ms_median", "step_ms_iqr",
+                      "peak_memory_mb"]
+LATENCY_COLUMNS = ["run", "latency_ms"]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--params", required=True, type=Path)
+    p.add_argument("--model", required=True, help="a key of models: in params.yaml")
+    p.add_argument("--meta", required=True, type=Path, help="data/prepared/meta.json")
+    p.add_argument("--weights", required=True, type=Path, help="state_dict saved by train")
+    p.add_argument("--metrics", required=True, type=Path)
+    p.add_argument("--throughput", required=True, type=Path)
+    p.add_argument("--latency", required=True, type=Path)
+    return p.parse_args(argv)
+
+
+def read_meta(path: Path) -> tuple[int, int]:
+    """(num_classes, image_size) from prepare's meta.json, checked before any model is built."""
+    try:
+        meta = read_json(path)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{path}: cannot read dataset metadata ({exc}); run the prepare stage") from None
+    values = []
+    for key in ("num_classes", "image_size"):
+        v = meta.get(key) if isinstance(meta, dict) else None
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise UserError(f"{path}: {key} = {v!r}; expected a positive integer")
+        values.append(v)
+    return values[0], values[1]
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    params = load_params(args.params)
+    model_cfg = params.model(args.model)
+    num_classes, image_size = read_meta(args.meta)
+    if not args.weights.is_file():
+        raise UserError(f"{args.weights}: no such checkpoint; run train@{args.model} first")
+    try:
+        runtime = resolve_runtime(params.device, params.precision, params.threads)
+    except RuntimeError as exc:
+        raise UserError(str(exc)) from None
+
+    model = build_model(model_cfg, num_classes=num_classes, image_size=image_size)
+    try:
+        state = torch.load(args.weights, map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+    except (RuntimeError, ValueError, TypeError, OSError, pickle.UnpicklingError) as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise UserError(f"{args.weights}: does not fit models.{args.model} with {num_classes} "
+                        f"classes at {image_size}px ({first}); retrain or fix params.yaml") from None
+    try:
+        result = profile_model(model, image_size=image_size, cfg=params.profile, runtime=runtime,
+                               name=args.model, checkpoint=args.weights)
+    except ProfileError as exc:
+        raise UserError(f"profile@{args.model}: {exc}; lower profile.batch_sizes") from None
+
+    write_json(args.metrics, result.metrics())
+    write_csv(args.throughput, result.throughput_rows(), THROUGHPUT_COLUMNS)
+    write_csv(args.latency, result.latency_rows(), LATENCY_COLUMNS)
+
+
+if __name__ == "__main__":
+    run_stage(main)
