@@ -24,6 +24,10 @@ class ConvGroup(nn.Module):
         self.conv2 = nn.Conv2d(c_out, c_out, kernel_size=3, padding=1, bias=False)
         self.norm2 = nn.BatchNorm2d(c_out, momentum=bn_momentum)
         self.act = nn.GELU()
+        # airbench: BatchNorm scales stay at 1 (the conv weights carry the scale); only the
+        # shifts learn, at a raised learning rate (train.bias_lr_scale).
+        for norm in (self.norm1, self.norm2):
+            norm.weight.requires_grad_(False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.act(self.norm1(self.pool(self.conv1(x))))  # pool before norm: 4x cheaper BN

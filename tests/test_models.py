@@ -1,0 +1,88 @@
+"""Every registered model: output shape, no NaN, shared interface, a few steps lower the loss."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from cifarbench.config import parse_params
+from cifarbench.models import BUILDERS, CNN, ViT, build_model, count_params
+
+TINY = {
+    "cnn": {"kind": "cnn", "arch": {"widths": [8, 16, 16]},
+            "train": {"epochs": 1, "batch_size": 8, "optimizer": "sgd", "lr": 0.1}},
+    "vit": {"kind": "vit", "arch": {"patch_size": 4, "dim": 32, "depth": 2, "heads": 2},
+            "train": {"epochs": 1, "batch_size": 8, "optimizer": "adamw", "lr": 1e-3}},
+}
+
+
+def tiny_model(kind: str, num_classes: int = 10, image_size: int = 32) -> torch.nn.Module:
+    cfg = parse_params({"models": TINY}).model(kind)
+    return build_model(cfg, num_classes=num_classes, image_size=image_size)
+
+
+def test_registry_covers_every_kind() -> None:
+    assert set(BUILDERS) == {"cnn", "vit"}
+
+
+@pytest.mark.parametrize("kind", ["cnn", "vit"])
+@pytest.mark.parametrize("num_classes,image_size", [(10, 32), (3, 48)])
+def test_forward_shape_and_finite(kind: str, num_classes: int, image_size: int) -> None:
+    torch.manual_seed(0)
+    model = tiny_model(kind, num_classes, image_size)
+    x = torch.randn(4, 3, image_size, image_size)
+    feats = model.forward_features(x)
+    assert feats.shape == (4, model.num_features)
+    logits = model.forward_head(feats)
+    assert logits.shape == (4, num_classes)
+    assert torch.isfinite(logits).all()
+    assert torch.equal(model(x), logits)
+
+
+@pytest.mark.parametrize("kind", ["cnn", "vit"])
+def test_few_steps_lower_the_loss(kind: str) -> None:
+    torch.manual_seed(0)
+    model = tiny_model(kind)
+    x, y = torch.randn(16, 3, 32, 32), torch.randint(0, 10, (16,))
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    losses = []
+    for _ in range(20):
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.8 * losses[0]
+
+
+@pytest.mark.parametrize("kind", ["cnn", "vit"])
+def test_bf16_autocast_forward_on_cpu(kind: str) -> None:
+    model = tiny_model(kind)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(torch.randn(2, 3, 32, 32))
+    assert out.dtype == torch.bfloat16 and torch.isfinite(out.float()).all()
+
+
+def test_default_sizes_match_the_recipes() -> None:
+    # ~2M parameters for the airbench-sized CNN; ViT-Lite-7/4 size for the ViT (3.7M)
+    assert 1.9e6 < count_params(CNN(num_classes=10)) < 2.1e6
+    vit = ViT(num_classes=10, dim=256, depth=7, heads=4, mlp_ratio=2.0)
+    assert 3.5e6 < count_params(vit) < 3.9e6
+
+
+def test_whitening_decorrelates_patches() -> None:
+    torch.manual_seed(0)
+    base = torch.randn(64, 1, 16, 16)
+    images = torch.cat([base, 0.9 * base + 0.3 * torch.randn_like(base),
+                        base - 0.5 * torch.randn_like(base)], dim=1)  # correlated channels
+    model = CNN(num_classes=2, widths=[8, 8, 8], whiten_width=12)
+    model.init_whitening(images)
+    out = model.whiten(images) - model.whiten.bias[None, :, None, None]
+    flat = out.permute(1, 0, 2, 3).reshape(12, -1)
+    cov = torch.cov(flat)
+    assert torch.allclose(torch.diag(cov), torch.ones(12), atol=0.15)  # unit variance
+    assert cov.fill_diagonal_(0).abs().max() < 0.1  # and decorrelated
+
+
+def test_vit_rejects_bad_geometry() -> None:
+    with pytest.raises(ValueError, match="divisible by patch_size"):
+        ViT(num_classes=10, image_size=30, patch_size=4)

@@ -1,0 +1,163 @@
+"""The real pipeline: `dvc repro` in a temporary git repository on tiny generated data.
+
+Checks DVC semantics, not accuracy: every stage runs and writes its metrics, a second repro
+runs nothing, and a models.vit edit reruns exactly train@vit, profile@vit and report.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.slow
+
+TINY_PARAMS = {
+    "seed": 0,
+    "device": "cpu",
+    "precision": "fp32",
+    "threads": 2,
+    "data": {"source": "IMAGES", "image_size": 16},
+    "models": {
+        "cnn": {"kind": "cnn", "arch": {"widths": [8, 16, 16]},
+                "train": {"epochs": 1, "batch_size": 16, "optimizer": "sgd", "lr": 0.1,
+                          "label_smoothing": 0.1, "runs": 1, "target_accuracy": 0.2,
+                          "breakdown_steps": 1}},
+        "vit": {"kind": "vit", "arch": {"patch_size": 4, "dim": 16, "depth": 1, "heads": 2},
+                "train": {"epochs": 1, "batch_size": 16, "optimizer": "adamw", "lr": 0.001,
+                          "runs": 1, "target_accuracy": 0.2, "breakdown_steps": 1},
+                "augment": {"flip": "random", "translate": 2, "mixup_alpha": 0.2}},
+    },
+    "profile": {"batch_sizes": [1, 4], "warmup_iters": 1, "iters": 3, "latency_runs": 10,
+                "precisions": ["fp32"], "max_seconds_per_config": 2},
+    "report": {"dpi": 150, "data_label": "tiny synthetic"},
+}
+
+
+def _make_imagefolder(root: Path, classes=("ant", "bee", "cat"), n_train=16, n_test=6) -> None:
+    rng = np.random.default_rng(0)
+    for split, n in (("train", n_train), ("test", n_test)):
+        for k, cls in enumerate(classes):
+            d = root / split / cls
+            d.mkdir(parents=True)
+            for i in range(n):
+                img = rng.integers(0, 60, (16, 16, 3), dtype=np.uint8)
+                img[..., k] += 150  # each class has its own dominant channel: learnable
+                Image.fromarray(img).save(d / f"{i}.png")
+
+
+def _run(args: list[str], cwd: Path) -> str:
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    env.pop("DVC_SITE_CACHE_DIR", None)
+    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, f"{' '.join(args)} failed:\n{out}"
+    return out
+
+
+def _dvc(*args: str, cwd: Path) -> str:
+    return _run([sys.executable, "-m", "dvc", *args], cwd)
+
+
+def _stages_run(repro_output: str) -> set[str]:
+    return set(re.findall(r"Running stage '([^']+)'", repro_output))
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    work = tmp_path_factory.mktemp("pipeline")
+    images = work / "images"
+    _make_imagefolder(images)
+    repo = work / "repo"
+    repo.mkdir()
+    for name in ("dvc.yaml", ".dvcignore"):
+        shutil.copy(ROOT / name, repo / name)
+    shutil.copytree(ROOT / "stages", repo / "stages")
+    shutil.copytree(ROOT / "src", repo / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    params = json.loads(json.dumps(TINY_PARAMS).replace("IMAGES", str(images)))
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    _run(["git", "init", "-q"], repo)
+    _run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-q", "--allow-empty", "-m", "init"], repo)
+    _dvc("init", "-q", cwd=repo)
+    _dvc("config", "core.analytics", "false", cwd=repo)
+    out = _dvc("repro", cwd=repo)
+    assert _stages_run(out) == {"download", "prepare", "train@cnn", "train@vit",
+                                "profile@cnn", "profile@vit", "report"}, out
+    return repo
+
+
+def test_repro_writes_every_metric(repo: Path) -> None:
+    for model in ("cnn", "vit"):
+        train = json.loads((repo / f"metrics/train/{model}.json").read_text())
+        prof = json.loads((repo / f"metrics/profile/{model}.json").read_text())
+        assert 0.0 <= train["test_accuracy"] <= 1.0
+        assert train["train_time_s"] > 0 and train["epochs"] == 1 and train["params"] > 0
+        assert train["peak_memory_mb"] > 0 and train["peak_memory_kind"] == "host_peak_rss"
+        assert train["device"] == "cpu" and train["torch_version"]
+        assert prof["throughput_img_s"] > 0 and prof["flops_per_image"] > 0
+        lat = prof["latency_ms"]
+        assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"]
+        curves = (repo / f"plots/curves/{model}.csv").read_text().splitlines()
+        assert curves[0] == "epoch,train_loss,test_accuracy,elapsed_s" and len(curves) == 2
+        confusion = (repo / f"plots/confusion/{model}.csv").read_text().splitlines()
+        assert confusion[0] == "actual,predicted" and len(confusion) == 1 + 3 * 6
+    report = json.loads((repo / "metrics/report.json").read_text())
+    assert set(report["models"]) == {"cnn", "vit"}
+    for png in ("performance_comparison", "memory_comparison", "efficiency_metrics",
+                "timing_breakdown"):
+        assert (repo / f"plots/figures/{png}.png").stat().st_size > 10_000
+
+
+def test_metrics_show_lists_both_models(repo: Path) -> None:
+    out = _dvc("metrics", "show", "--json", cwd=repo)
+    shown = json.loads(out)
+    files = next(iter(shown.values()))["data"]
+    assert {"metrics/train/cnn.json", "metrics/train/vit.json",
+            "metrics/profile/cnn.json", "metrics/profile/vit.json"} <= set(files)
+
+
+def test_second_repro_runs_nothing(repo: Path) -> None:
+    assert "up to date" in _dvc("status", cwd=repo).lower() or \
+        _dvc("status", cwd=repo).strip() == "Data and pipelines are up to date."
+    assert _stages_run(_dvc("repro", cwd=repo)) == set()
+
+
+def test_vit_edit_reruns_only_vit_and_report(repo: Path) -> None:
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["models"]["vit"]["train"]["lr"] = 0.002
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    status = _dvc("status", cwd=repo)
+    assert "train@vit" in status
+    for other in ("train@cnn", "profile@cnn", "download", "prepare"):
+        assert other not in status, status
+    assert _stages_run(_dvc("repro", cwd=repo)) == {"train@vit", "profile@vit", "report"}
+    assert _stages_run(_dvc("repro", cwd=repo)) == set()
+
+
+def test_bad_param_fails_fast_without_outputs(repo: Path, tmp_path: Path) -> None:
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["models"]["vit"]["train"]["epochs"] = 0
+    bad = tmp_path / "params.yaml"
+    bad.write_text(yaml.safe_dump(params))
+    out_metrics = tmp_path / "m.json"
+    proc = subprocess.run(
+        [sys.executable, str(repo / "stages/train.py"), "--params", str(bad), "--model", "vit",
+         "--data", str(repo / "data/prepared"), "--weights", str(tmp_path / "w.pt"),
+         "--metrics", str(out_metrics), "--curves", str(tmp_path / "c.csv"),
+         "--run-curves", str(tmp_path / "r.csv"), "--confusion", str(tmp_path / "x.csv")],
+        capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "models.vit.train.epochs" in proc.stderr and "= 0" in proc.stderr
+    assert not list(tmp_path.glob("*.json")) and not list(tmp_path.glob("*.pt"))
