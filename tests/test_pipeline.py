@@ -23,26 +23,31 @@ ROOT = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.slow
 
-TINY_PARAMS = {
-    "seed": 0,
+# Overrides of the project's own params.yaml (every key DVC tracks must exist in the file).
+TINY_OVERRIDES = {
     "device": "cpu",
     "precision": "fp32",
     "threads": 2,
-    "data": {"source": "IMAGES", "image_size": 16},
+    "data": {"image_size": 16},
     "models": {
-        "cnn": {"kind": "cnn", "arch": {"widths": [8, 16, 16]},
-                "train": {"epochs": 1, "batch_size": 16, "optimizer": "sgd", "lr": 0.1,
-                          "label_smoothing": 0.1, "runs": 1, "target_accuracy": 0.2,
-                          "breakdown_steps": 1}},
-        "vit": {"kind": "vit", "arch": {"patch_size": 4, "dim": 16, "depth": 1, "heads": 2},
-                "train": {"epochs": 1, "batch_size": 16, "optimizer": "adamw", "lr": 0.001,
-                          "runs": 1, "target_accuracy": 0.2, "breakdown_steps": 1},
-                "augment": {"flip": "random", "translate": 2, "mixup_alpha": 0.2}},
+        "cnn": {"arch": {"widths": [8, 16, 16]},
+                "train": {"epochs": 1, "batch_size": 16, "lr": 0.1, "runs": 1,
+                          "target_accuracy": 0.2, "breakdown_steps": 1, "compile": False}},
+        "vit": {"arch": {"patch_size": 4, "dim": 16, "depth": 1, "heads": 2},
+                "train": {"epochs": 1, "batch_size": 16, "runs": 1, "target_accuracy": 0.2,
+                          "breakdown_steps": 1, "eval_every": 1, "compile": False}},
     },
     "profile": {"batch_sizes": [1, 4], "warmup_iters": 1, "iters": 3, "latency_runs": 10,
-                "precisions": ["fp32"], "max_seconds_per_config": 2},
-    "report": {"dpi": 150, "data_label": "tiny synthetic"},
+                "precisions": ["fp32"], "compile": False, "max_seconds_per_config": 2},
+    "report": {"data_label": "tiny synthetic"},
 }
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
+    return out
 
 
 def _make_imagefolder(root: Path, classes=("ant", "bee", "cat"), n_train=16, n_test=6) -> None:
@@ -86,7 +91,8 @@ def repo(tmp_path_factory) -> Path:
         shutil.copy(ROOT / name, repo / name)
     shutil.copytree(ROOT / "stages", repo / "stages")
     shutil.copytree(ROOT / "src", repo / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    params = json.loads(json.dumps(TINY_PARAMS).replace("IMAGES", str(images)))
+    params = _merge(yaml.safe_load((ROOT / "params.yaml").read_text()), TINY_OVERRIDES)
+    params["data"]["source"] = str(images)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     _run(["git", "init", "-q"], repo)
     _run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-q", "--allow-empty", "-m", "init"], repo)
