@@ -10,6 +10,7 @@ sampled over a few synchronised steps instead of slowing every step.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import resource
@@ -23,6 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from cifarbench import augment
@@ -181,7 +183,7 @@ def train_run(model: nn.Module, data: DeviceData, cfg: TrainConfig, aug: Augment
         return x.contiguous(memory_format=fmt), t
 
     def forward_backward(x: torch.Tensor, t: torch.Tensor, timer: _PartTimer | None) -> torch.Tensor:
-        with rt.autocast():
+        with rt.autocast(), _attention_kernels(dev):
             loss = F.cross_entropy(step_model(x).float(), t)
         if timer:
             timer.mark("forward")
@@ -316,6 +318,15 @@ def peak_memory_mb(device: torch.device) -> tuple[float, str]:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20, "cuda_max_allocated"
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "host_peak_rss"  # KiB on Linux
+
+
+def _attention_kernels(device: torch.device) -> contextlib.AbstractContextManager:
+    """On CPU, train attention with the plain-matmul SDPA kernel: for short sequences (64
+    tokens) its backward pass is far faster than the CPU flash kernel's (measured 1.4x on a
+    whole ViT training step, 2-core AMD EPYC, bf16). GPUs keep PyTorch's own choice."""
+    if device.type == "cpu":
+        return sdpa_kernel(SDPBackend.MATH)
+    return contextlib.nullcontext()
 
 
 class _PartTimer:

@@ -1,0 +1,135 @@
+"""The training loop on tiny data: schedules, loss decrease, determinism, divergence, metrics."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from cifarbench import results
+from cifarbench.config import parse_params
+from cifarbench.errors import UserError
+from cifarbench.models import build_model
+from cifarbench.runtime import Runtime
+from cifarbench.train import evaluate, lr_at, to_device_data, train_run, train_runs
+
+CPU32 = Runtime(device=torch.device("cpu"), amp_dtype=None)
+CPU_BF16 = Runtime(device=torch.device("cpu"), amp_dtype=torch.bfloat16)
+
+MODELS = {
+    "cnn": {"kind": "cnn", "arch": {"widths": [8, 16, 16]},
+            "train": {"epochs": 4, "batch_size": 32, "optimizer": "sgd", "lr": 0.2,
+                      "label_smoothing": 0.1, "schedule": "triangle", "warmup_frac": 0.2,
+                      "bias_lr_scale": 4.0, "tta": "flip_translate", "target_accuracy": 0.5}},
+    "vit": {"kind": "vit", "arch": {"patch_size": 4, "dim": 32, "depth": 2, "heads": 2},
+            "train": {"epochs": 4, "batch_size": 32, "optimizer": "adamw", "lr": 3e-3,
+                      "weight_decay": 0.05, "warmup_frac": 0.1, "grad_clip": 1.0,
+                      "tta": "flip", "target_accuracy": 0.5},
+            "augment": {"flip": "random", "translate": 2, "mixup_alpha": 0.2,
+                        "cutmix_alpha": 1.0, "mix_prob": 0.5, "erasing_prob": 0.25}},
+}
+
+
+def tiny_data(n_train: int = 192, n_test: int = 60, k: int = 3, size: int = 16):
+    """Classes differ by their dominant colour channel: learnable in a few steps."""
+    rng = np.random.default_rng(0)
+
+    def split(n):
+        y = np.arange(n) % k
+        x = rng.integers(0, 80, (n, size, size, 3), dtype=np.uint8)
+        x[np.arange(n), :, :, y] += 150
+        return x, y.astype(np.int64)
+
+    return to_device_data(split(n_train), split(n_test), classes=["r", "g", "b"],
+                          mean=[0.45] * 3, std=[0.25] * 3, device=torch.device("cpu"))
+
+
+def cfg(kind: str, **train):
+    raw = {"models": {kind: {**MODELS[kind], "train": {**MODELS[kind]["train"], **train}}}}
+    return parse_params(raw).model(kind)
+
+
+def run(kind: str, rt: Runtime = CPU32, seed: int = 0, **train):
+    c = cfg(kind, **train)
+    data = tiny_data()
+    torch.manual_seed(seed)
+    model = build_model(c, num_classes=3, image_size=16)
+    return train_run(model, data, c.train, c.augment, rt, seed=seed, name=kind,
+                     log=open("/dev/null", "w"))
+
+
+def test_lr_schedules() -> None:
+    c = cfg("cnn", start_lr_frac=0.2, final_lr_frac=0.07, warmup_frac=0.25).train
+    assert lr_at(0, 100, c) == pytest.approx(0.2)
+    assert lr_at(25, 100, c) == pytest.approx(1.0)
+    assert lr_at(100, 100, c) == pytest.approx(0.07)
+    assert lr_at(62, 100, c) == pytest.approx(1.0 + (0.07 - 1.0) * 37 / 75)
+    cos = cfg("vit", warmup_frac=0.1, final_lr_frac=0.0).train
+    assert lr_at(10, 100, cos) == pytest.approx(1.0)
+    assert lr_at(55, 100, cos) == pytest.approx(0.5)
+    assert lr_at(100, 100, cos) == pytest.approx(0.0, abs=1e-12)
+    assert lr_at(5, 100, cos) == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("kind", ["cnn", "vit"])
+def test_recipe_learns_tiny_data(kind: str) -> None:
+    r = run(kind)
+    losses = [c["train_loss"] for c in r.curves]
+    assert len(losses) == 4 and losses[-1] < losses[0]
+    assert r.test_accuracy > 0.8  # chance is 1/3
+    assert r.predictions.shape == (60,)
+    assert r.train_time_s > 0 and r.time_to_target_s is not None
+    assert set(r.breakdown_ms) == {"data", "forward", "backward", "optimizer"}
+    assert r.peak_memory_kind == "host_peak_rss" and r.peak_memory_mb > 0
+
+
+@pytest.mark.parametrize("kind", ["cnn", "vit"])
+def test_same_seed_same_result_on_cpu(kind: str) -> None:
+    a, b = run(kind, epochs=2), run(kind, epochs=2)
+    assert a.test_accuracy == b.test_accuracy
+    assert [c["train_loss"] for c in a.curves] == [c["train_loss"] for c in b.curves]
+    c = run(kind, epochs=2, seed=1)
+    assert [x["train_loss"] for x in c.curves] != [x["train_loss"] for x in a.curves]
+
+
+def test_bf16_autocast_trains_on_cpu() -> None:
+    r = run("vit", rt=CPU_BF16)
+    assert r.test_accuracy > 0.8 and all(math.isfinite(c["train_loss"]) for c in r.curves)
+
+
+def test_divergence_names_model_and_lr() -> None:
+    with pytest.raises(UserError, match=r"models\.vit.*diverged.*models\.vit\.train\.lr = 1e\+30"):
+        run("vit", lr=1e30, grad_clip=0.0, warmup_frac=0.0)
+
+
+def test_ema_weights_are_shipped() -> None:
+    """With weight averaging, the model left behind holds the averaged weights that were
+    evaluated: re-evaluating it reproduces the reported accuracy."""
+    c = cfg("cnn", ema_decay=0.8, tta="flip")
+    data = tiny_data()
+    torch.manual_seed(0)
+    model = build_model(c, num_classes=3, image_size=16)
+    r = train_run(model, data, c.train, c.augment, CPU32, seed=0, name="cnn",
+                  log=open("/dev/null", "w"))
+    acc, loss, _ = evaluate(model, data, CPU32, tta="flip")
+    assert acc == r.test_accuracy and loss == pytest.approx(r.test_loss)
+
+
+def test_runs_summary_and_tables() -> None:
+    c = cfg("cnn", epochs=1, runs=2)
+    data = tiny_data()
+    runs, state = train_runs(lambda: build_model(c, num_classes=3, image_size=16), data, c.train,
+                             c.augment, CPU32, seed=5, name="cnn", log=open("/dev/null", "w"))
+    assert [r.seed for r in runs] == [5, 6]
+    assert all(v.device.type == "cpu" for v in state.values())
+    m = results.summarize_runs("cnn", "cnn", c.train, runs, n_params=123, env={"device": "cpu"})
+    accs = [r.test_accuracy for r in runs]
+    assert m["test_accuracy"] == pytest.approx(sum(accs) / 2)
+    assert m["test_accuracy_std"] == pytest.approx(float(np.std(accs, ddof=1)))
+    assert m["run_1"]["seed"] == 6 and m["runs"] == 2 and m["params"] == 123
+    curves = results.mean_curves(runs)
+    assert curves[0]["train_loss"] == pytest.approx(sum(r.curves[0]["train_loss"] for r in runs) / 2)
+    assert len(results.run_curves(runs)) == 2
+    rows = results.confusion_rows(runs[0].predictions, data.y_test, data.classes)
+    assert len(rows) == 60 and set(rows[0]) == {"actual", "predicted"}
+    assert sum(r["actual"] == r["predicted"] for r in rows) / 60 == pytest.approx(runs[0].test_accuracy)
