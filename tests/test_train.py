@@ -115,6 +115,20 @@ def test_ema_weights_are_shipped() -> None:
     assert acc == r.test_accuracy and loss == pytest.approx(r.test_loss)
 
 
+def test_lookahead_ends_at_the_average() -> None:
+    from cifarbench.train import Lookahead
+    model = torch.nn.Linear(2, 1)
+    la = Lookahead(model, total_steps=10, every=1)
+    start = model.weight.detach().clone()
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    la.step(10)  # decay 0.95 at the end of training: mostly the old average
+    assert torch.allclose(model.weight, start + 0.05, atol=1e-6)
+    la.finish()
+    assert torch.allclose(model.weight, start + 0.05, atol=1e-6)
+    assert run("cnn", lookahead=True).test_accuracy > 0.8
+
+
 def test_runs_summary_and_tables() -> None:
     c = cfg("cnn", epochs=1, runs=2)
     data = tiny_data()

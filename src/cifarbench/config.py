@@ -78,6 +78,7 @@ class TrainConfig(_Strict):
     final_lr_frac: Fraction = 0.0  # lr at the last step, as a share of the peak
     grad_clip: Annotated[float, Field(ge=0.0)] = 0.0  # max grad norm; 0 disables
     ema_decay: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0  # weight EMA per step; 0 = off
+    lookahead: bool = False  # airbench's lookahead: every 5 steps pull weights to their EMA
     tta: Literal["none", "flip", "flip_translate"] = "none"  # test-time augmentation
     runs: PositiveInt = 1  # repeats with seeds seed, seed+1, ...; metrics give mean and std
     target_accuracy: Fraction = 0.9  # time-to-accuracy threshold (metric time_to_target_s)

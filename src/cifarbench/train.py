@@ -128,14 +128,27 @@ class RunResult:
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
-    """SGD (Nesterov) or AdamW; norm/bias parameters get ``bias_lr_scale`` and no weight decay."""
+    """Nesterov SGD (airbench) or AdamW, with normalisation parameters in their own group.
+
+    Norm parameters learn ``bias_lr_scale`` times faster. With SGD they keep the same weight
+    decay per step as the other weights (airbench: wd / scale); with AdamW, norms and biases
+    are not decayed at all (the usual ViT practice).
+    """
+    norm_types = (nn.BatchNorm2d, nn.LayerNorm, nn.GroupNorm)
+    norm_ids = {id(p) for m in model.modules() if isinstance(m, norm_types)
+                for p in m.parameters(recurse=False)}
     params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.ndim > 1]
-    no_decay = [p for p in params if p.ndim <= 1]
-    groups = [
-        {"params": decay, "weight_decay": cfg.weight_decay, "lr_scale": 1.0},
-        {"params": no_decay, "weight_decay": 0.0, "lr_scale": cfg.bias_lr_scale},
-    ]
+    norm = [p for p in params if id(p) in norm_ids]
+    rest = [p for p in params if id(p) not in norm_ids]
+    scale = cfg.bias_lr_scale
+    if cfg.optimizer == "sgd":
+        groups = [{"params": rest, "weight_decay": cfg.weight_decay, "lr_scale": 1.0},
+                  {"params": norm, "weight_decay": cfg.weight_decay / scale, "lr_scale": scale}]
+    else:
+        groups = [{"params": [p for p in rest if p.ndim > 1], "weight_decay": cfg.weight_decay,
+                   "lr_scale": 1.0},
+                  {"params": [p for p in rest if p.ndim <= 1], "weight_decay": 0.0, "lr_scale": 1.0},
+                  {"params": norm, "weight_decay": 0.0, "lr_scale": scale}]
     groups = [g for g in groups if g["params"]]
     for g in groups:
         g["lr"] = cfg.lr * g["lr_scale"]
@@ -144,6 +157,33 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> 
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum,
                                nesterov=cfg.nesterov and cfg.momentum > 0, **fused)
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.momentum, cfg.beta2), **fused)
+
+
+class Lookahead:
+    """airbench's lookahead: every ``every`` steps, move an EMA of the weights (and float
+    buffers) towards the model and copy it back. The decay ramps up as (step/total)^3, so early
+    training is untouched and the end of training is strongly averaged; ``finish`` leaves the
+    model at the average."""
+
+    def __init__(self, model: nn.Module, total_steps: int, every: int = 5, base: float = 0.95):
+        self.model, self.total, self.every, self.base = model, total_steps, every, base
+        self.avg = {k: v.detach().clone() for k, v in model.state_dict().items()
+                    if v.dtype.is_floating_point}
+
+    @torch.no_grad()
+    def step(self, step: int) -> None:
+        if step % self.every == 0:
+            self._pull(self.base ** self.every * (step / self.total) ** 3)
+
+    @torch.no_grad()
+    def finish(self) -> None:
+        self._pull(1.0)
+
+    def _pull(self, decay: float) -> None:
+        state = self.model.state_dict()
+        for k, avg in self.avg.items():
+            avg.lerp_(state[k], 1.0 - decay)
+            state[k].copy_(avg)
 
 
 def train_run(model: nn.Module, data: DeviceData, cfg: TrainConfig, aug: AugmentConfig,
@@ -166,6 +206,7 @@ def train_run(model: nn.Module, data: DeviceData, cfg: TrainConfig, aug: Augment
     scaler = torch.amp.GradScaler(dev.type) if rt.needs_grad_scaler else None
     ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
            if cfg.ema_decay > 0 else None)
+    lookahead = Lookahead(model, total_steps) if cfg.lookahead else None
     step_model = torch.compile(model) if cfg.compile else model
     flip_base = torch.rand(n, device=dev, generator=gen) < 0.5
 
@@ -208,6 +249,8 @@ def train_run(model: nn.Module, data: DeviceData, cfg: TrainConfig, aug: Augment
         opt.zero_grad(set_to_none=True)
         if ema is not None:
             ema.update_parameters(model)
+        if lookahead is not None:
+            lookahead.step(step + 1)
 
     compile_time_s = 0.0
     if cfg.compile:  # trigger compilation on a throwaway step, then restore the initial state
@@ -268,6 +311,8 @@ def train_run(model: nn.Module, data: DeviceData, cfg: TrainConfig, aug: Augment
             print(f"{name} seed {seed}: epoch {step / steps_per_epoch:.2f}/{cfg.epochs:g} "
                   f"loss {train_loss:.4f} test acc {acc:.4f} ({train_time:.1f} s)", file=log)
 
+    if lookahead is not None:
+        lookahead.finish()
     t_eval = time.perf_counter()
     final = ema.module if ema else model
     test_acc, test_loss, preds = evaluate(final, data, rt, tta=cfg.tta, batch_size=max(bs, 500))
