@@ -83,6 +83,15 @@ def test_whitening_decorrelates_patches() -> None:
     assert cov.fill_diagonal_(0).abs().max() < 0.1  # and decorrelated
 
 
+@pytest.mark.parametrize("image_size,patch", [(32, 4), (32, 2), (64, 8)])
+def test_conv_tokenizer_keeps_the_token_grid(image_size: int, patch: int) -> None:
+    vit = ViT(num_classes=5, image_size=image_size, patch_size=patch, dim=32, depth=1, heads=2,
+              tokenizer="conv")
+    tokens = vit.patch_embed(torch.randn(2, 3, image_size, image_size))
+    assert tokens.shape == (2, (image_size // patch) ** 2, 32)
+    assert vit(torch.randn(2, 3, image_size, image_size)).shape == (2, 5)
+
+
 def test_vit_rejects_bad_geometry() -> None:
     with pytest.raises(ValueError, match="divisible by patch_size"):
         ViT(num_classes=10, image_size=30, patch_size=4)

@@ -113,6 +113,7 @@ class ViTArch(_Strict):
     mlp_ratio: Annotated[float, Field(gt=0.0, le=16.0)] = 2.0
     pool: Literal["cls", "mean"] = "mean"
     pos_embed: Literal["sincos", "learned"] = "sincos"  # fixed 2-D sin-cos trains faster
+    tokenizer: Literal["patch", "conv"] = "patch"  # conv: CCT-style overlapping conv stem (a hybrid)
     dropout: Fraction = 0.0
     drop_path: Fraction = 0.0  # stochastic depth, linearly increasing to this value
 
@@ -120,6 +121,8 @@ class ViTArch(_Strict):
     def _heads_divide_dim(self) -> "ViTArch":
         if self.dim % self.heads:
             raise ValueError(f"dim ({self.dim}) must be divisible by heads ({self.heads})")
+        if self.tokenizer == "conv" and self.patch_size & (self.patch_size - 1):
+            raise ValueError(f"tokenizer 'conv' needs a power-of-two patch_size, got {self.patch_size}")
         return self
 
 

@@ -266,7 +266,9 @@ def train_run(model: nn.Module, data: DeviceData, cfg: TrainConfig, aug: Augment
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
     breakdown = _PartTimer(rt)
-    sample_from = min(5, max(total_steps - cfg.breakdown_steps, 0))
+    # Sample the breakdown at the start of the second epoch (or as late as the run allows):
+    # the first steps pay for kernel selection and allocator growth.
+    sample_from = max(min(steps_per_epoch, total_steps - cfg.breakdown_steps), 0)
     curves: list[dict[str, float]] = []
     train_time = eval_time = 0.0
     time_to_target = None

@@ -27,7 +27,7 @@ def _build_vit(cfg: ViTModelConfig, num_classes: int, image_size: int) -> nn.Mod
     a = cfg.arch
     return ViT(num_classes=num_classes, image_size=image_size, patch_size=a.patch_size,
                dim=a.dim, depth=a.depth, heads=a.heads, mlp_ratio=a.mlp_ratio, pool=a.pool,
-               pos_embed=a.pos_embed, dropout=a.dropout, drop_path=a.drop_path)
+               pos_embed=a.pos_embed, tokenizer=a.tokenizer, dropout=a.dropout, drop_path=a.drop_path)
 
 
 BUILDERS: dict[str, Callable[..., nn.Module]] = {"cnn": _build_cnn, "vit": _build_vit}

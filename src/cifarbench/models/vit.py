@@ -80,11 +80,30 @@ class Block(nn.Module):
         return x
 
 
+class ConvTokenizer(nn.Module):
+    """CCT-style tokenizer (Hassani et al. 2021): overlapping 3x3 convs, each followed by ReLU
+    and a stride-2 max-pool, log2(patch_size) times. (B, 3, H, W) -> (B, (H/p)*(W/p), dim).
+    Gives the transformer a convolutional inductive bias: the model is then a hybrid."""
+
+    def __init__(self, *, patch_size: int, dim: int) -> None:
+        super().__init__()
+        n = max(patch_size.bit_length() - 1, 1)
+        widths = [3] + [dim // 2 ** (n - 1 - i) for i in range(n)]  # ..., dim/2, dim
+        layers: list[nn.Module] = []
+        for c_in, c_out in zip(widths[:-1], widths[1:]):
+            layers += [nn.Conv2d(c_in, c_out, kernel_size=3, padding=1, bias=False), nn.ReLU(),
+                       nn.MaxPool2d(kernel_size=3, stride=2, padding=1)]
+        self.convs = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return rearrange(self.convs(x), "b d h w -> b (h w) d")
+
+
 class ViT(nn.Module):
     def __init__(self, *, num_classes: int, image_size: int = 32, patch_size: int = 4,
                  dim: int = 256, depth: int = 6, heads: int = 4, mlp_ratio: float = 2.0,
-                 pool: str = "mean", pos_embed: str = "sincos", dropout: float = 0.0,
-                 drop_path: float = 0.0) -> None:
+                 pool: str = "mean", pos_embed: str = "sincos", tokenizer: str = "patch",
+                 dropout: float = 0.0, drop_path: float = 0.0) -> None:
         super().__init__()
         if image_size % patch_size:
             raise ValueError(f"image_size {image_size} is not divisible by patch_size {patch_size}")
@@ -92,9 +111,12 @@ class ViT(nn.Module):
             raise ValueError(f"sin-cos position embedding needs dim divisible by 4, got {dim}")
         grid = image_size // patch_size
         patch_dim = 3 * patch_size * patch_size
-        self.to_patches = Rearrange("b c (h p1) (w p2) -> b (h w) (p1 p2 c)",
-                                    p1=patch_size, p2=patch_size)
-        self.patch_embed = nn.Linear(patch_dim, dim)
+        if tokenizer == "conv":
+            self.patch_embed = ConvTokenizer(patch_size=patch_size, dim=dim)
+        else:
+            self.patch_embed = nn.Sequential(
+                Rearrange("b c (h p1) (w p2) -> b (h w) (p1 p2 c)", p1=patch_size, p2=patch_size),
+                nn.Linear(patch_dim, dim))
         if pos_embed == "sincos":
             self.register_buffer("pos", sincos_2d(grid, dim)[None], persistent=False)
         else:
@@ -114,7 +136,7 @@ class ViT(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) -> (B, D) pooled, normalised features."""
-        x = self.patch_embed(self.to_patches(x)) + self.pos  # (B, T, D), T = (H/p)*(W/p)
+        x = self.patch_embed(x) + self.pos  # (B, T, D), T = (H/p)*(W/p)
         if self.cls_token is not None:
             x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)  # (B, 1+T, D)
         x = self.norm(self.blocks(x))
