@@ -23,6 +23,7 @@ from cifarbench.errors import UserError
 from cifarbench.io import read_json, write_csv, write_json
 from cifarbench.report import ReportPaths, load_inputs, make_report, write_report
 from cifarbench.report.figures import confusion_matrix, pareto_front
+from cifarbench.report.tables import summary_markdown
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ["airplane", "cat", "ship"]
@@ -372,3 +373,16 @@ def test_stage_reports_a_missing_key_in_one_line_and_writes_nothing(tmp_path):
                                    "(expected a finite number >= 0)")
     assert not (tmp_path / "plots/figures").exists()
     assert not (tmp_path / "metrics/report.json").exists()
+
+
+def test_times_to_different_targets_name_them_and_crown_no_winner(tmp_path):
+    paths = write_synthetic_inputs(tmp_path, {"cnn": MODELS["cnn"], "vit": {**MODELS["vit"], "ttt": 40.0}})
+    vit_file = paths.train_metrics / "vit.json"
+    vit = read_json(vit_file)
+    vit["target_accuracy"] = 0.7
+    write_json(vit_file, vit)
+    report = make_report(load_inputs(["cnn", "vit"], paths), params_for(["cnn", "vit"]))
+    assert report.numbers["winners"]["time_to_target_s"] == []
+    header, rows = parse_summary(summary_markdown(report.numbers))
+    col = header.index("Time to target (s)") - 1
+    assert rows["cnn"][col] == "14.2 (to 90%)" and rows["vit"][col] == "40.0 (to 70%)"

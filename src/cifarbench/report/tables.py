@@ -122,12 +122,18 @@ def winners(models: Mapping[str, Mapping[str, Any]],
     result: dict[str, list[str]] = {}
     for col in columns:
         values = {name: nums[col.key] for name, nums in models.items() if nums[col.key] is not None}
-        if len(models) < 2 or not values:
+        if len(models) < 2 or not values or (col.key == "time_to_target_s"
+                                             and len(_targets(models)) > 1):
+            # times to different targets are not comparable: no winner
             result[col.key] = []
             continue
         best = max(values.values()) if col.better == "higher" else min(values.values())
         result[col.key] = [name for name, v in values.items() if v == best]
     return result
+
+
+def _targets(models: Mapping[str, Mapping[str, Any]]) -> set[float]:
+    return {nums["target_accuracy"] for nums in models.values()}
 
 
 def build_report(inputs: ReportInputs, params: Params) -> dict[str, Any]:
@@ -158,11 +164,16 @@ def fmt_percent(fraction: float) -> str:
     return f"{fraction * 100:.2f}".rstrip("0").rstrip(".") + "%"
 
 
-def _cell(col: Column, nums: Mapping[str, Any]) -> str:
+def _cell(col: Column, nums: Mapping[str, Any], *, name_target: bool = False) -> str:
     value = nums[col.key]
     if value is None:
-        return "not reached" if col.key == "time_to_target_s" else "n/a"
-    text = col.fmt.format(value * col.scale)
+        text = "not reached" if col.key == "time_to_target_s" else "n/a"
+    else:
+        text = col.fmt.format(value * col.scale)
+    if col.key == "time_to_target_s" and name_target:
+        text += f" (to {fmt_percent(nums['target_accuracy'])})"
+    if value is None:
+        return text
     if col.key == "test_accuracy" and nums["runs"] > 1:
         text += f" ± {nums['test_accuracy_std'] * col.scale:.2f}"
     return text
@@ -172,16 +183,16 @@ def summary_markdown(report: Mapping[str, Any]) -> str:
     """A Markdown table, one row per model, the winner of each column in bold, and a caption."""
     models, wins = report["models"], report["winners"]
     headers = ["Model"] + [col.header for col in SUMMARY_COLUMNS]
-    targets = {nums["target_accuracy"] for nums in models.values()}
+    targets = _targets(models)
     if len(targets) == 1:  # name the target in the header when every model shares it
         headers[1 + [c.key for c in SUMMARY_COLUMNS].index("time_to_target_s")] = (
-            f"Time to {fmt_percent(targets.pop())} (s)")
+            f"Time to {fmt_percent(next(iter(targets)))} (s)")
     lines = ["| " + " | ".join(headers) + " |",
              "|" + "|".join([":---"] + ["---:"] * len(SUMMARY_COLUMNS)) + "|"]
     for name, nums in models.items():
         cells = [name]
         for col in SUMMARY_COLUMNS:
-            text = _cell(col, nums)
+            text = _cell(col, nums, name_target=len(targets) > 1)
             cells.append(f"**{text}**" if name in wins[col.key] else text)
         lines.append("| " + " | ".join(cells) + " |")
     runs = sorted({nums["runs"] for nums in models.values()})
