@@ -350,3 +350,10 @@ def test_inward_links_are_read_as_their_target(tmp_path):
     with open_source(path) as src:
         assert dict(src.read(["tiny/train/bee/copy.png"])) == {
             "tiny/train/bee/copy.png": IMAGEFOLDER["train/bee/0.png"]}
+
+
+def test_failed_fetch_leaves_no_output_folder(tmp_path):
+    out = tmp_path / "raw"
+    with pytest.raises(UserError, match="cannot reach"):  # port 9 (discard) is closed here
+        fetch_source("http://127.0.0.1:9/cifar.tar.gz", out, retries=0, timeout_s=2)
+    assert not out.exists()

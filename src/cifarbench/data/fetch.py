@@ -69,8 +69,20 @@ def fetch_source(source: str, out_dir: str | Path, *, sha256: str | None = None,
     ``{"source", "kind": "archive"|"directory", "name", "sha256", "md5", "verified"}`` where
     ``verified`` names the checksum that matched (null when none was known).
     """
-    log = log or sys.stderr
     out_dir = Path(out_dir)
+    created = not out_dir.exists()
+    try:
+        return _fetch(source, out_dir, sha256=sha256, md5=md5, timeout_s=timeout_s,
+                      retries=retries, backoff_s=backoff_s, log=log or sys.stderr)
+    except BaseException:
+        # leave no trace of a failed fetch: not even the empty folder the writes created
+        if created and out_dir.is_dir() and not any(out_dir.iterdir()):
+            out_dir.rmdir()
+        raise
+
+
+def _fetch(source: str, out_dir: Path, *, sha256: str | None, md5: str | None,
+           timeout_s: float, retries: int, backoff_s: float, log: TextIO) -> dict:
     url, path = _classify(source)
     if url is not None:
         name = _url_name(url)
