@@ -51,7 +51,7 @@ def resolve_runtime(device: str = "auto", precision: str = "auto", threads: int 
     """Turn the ``device``/``precision``/``threads`` params into a :class:`Runtime`."""
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        where = torch.cuda.get_device_name(0) if device == "cuda" else platform.processor() or "CPU"
+        where = torch.cuda.get_device_name(0) if device == "cuda" else _cpu_model_name()
         print(f"device: auto -> {device} ({where})", file=log)
     elif device == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("params.yaml: device = 'cuda' but no CUDA device is available "

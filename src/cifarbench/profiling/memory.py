@@ -127,9 +127,5 @@ def param_memory_mb(model: nn.Module) -> float:
     return sum(t.numel() * t.element_size() for t in tensors) / MIB
 
 
-def count_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
 def file_mb(path: str | Path) -> float:
     return os.path.getsize(path) / MIB

@@ -22,7 +22,8 @@ from torch import nn
 
 from cifarbench.config import ProfileConfig
 from cifarbench.profiling.flops import forward_flops_per_image, train_flops_per_image
-from cifarbench.profiling.memory import count_params, file_mb, is_oom, param_memory_mb, release_memory
+from cifarbench.models import count_params
+from cifarbench.profiling.memory import file_mb, is_oom, param_memory_mb, release_memory
 from cifarbench.profiling.sweep import (MakeInput, Sweep, inference_region, measure_latency,
                                         sweep_batch_sizes)
 from cifarbench.profiling.timing import StepTimes, latency_summary_ms
