@@ -9,7 +9,8 @@ In one process on one machine, for the same model, batch size, precision and opt
 3. the machine's matmul peak (a square matmul in fp32 and in the training dtype), and the
    achieved training FLOP/s of our loop against it (MFU; FLOPs from FlopCounterMode).
 
-Prints images/s of both loops and their ratio. Example:
+Both loops run eager (no torch.compile), so the comparison is about the data path. Prints
+images/s of both loops and their ratio. Example:
     python benchmarks/train_throughput.py --model cnn --steps 30
 Uses data/prepared if it exists, else random images of CIFAR size.
 """
@@ -17,6 +18,7 @@ Uses data/prepared if it exists, else random images of CIFAR size.
 from __future__ import annotations
 
 import argparse
+import io
 import time
 from pathlib import Path
 
@@ -32,7 +34,7 @@ from cifarbench.io import read_json
 from cifarbench.models import build_model
 from cifarbench.profiling import train_flops_per_image
 from cifarbench.runtime import Runtime, environment, resolve_runtime
-from cifarbench.train import make_optimizer, to_device_data, train_run
+from cifarbench.train import make_optimizer, memory_format, to_device_data, train_runs
 
 
 def load_arrays(data_dir: Path, n: int) -> tuple[np.ndarray, np.ndarray, dict]:
@@ -47,17 +49,18 @@ def load_arrays(data_dir: Path, n: int) -> tuple[np.ndarray, np.ndarray, dict]:
 
 
 def ours(cfg, x: np.ndarray, y: np.ndarray, meta: dict, rt: Runtime, steps: int, bs: int) -> float:
-    """Images/s of ``train_run`` over ``steps`` steps (its train_time_s excludes evaluation)."""
+    """Images/s of ``train_runs`` over ``steps`` steps: its train_time_s excludes the warm-up
+    (3 untimed steps: kernel selection, allocator growth) and evaluation."""
     data = to_device_data((x[:steps * bs], y[:steps * bs]), (x[:bs], y[:bs]),
                           classes=meta["classes"], mean=meta["mean"], std=meta["std"],
                           device=rt.device)
     train_cfg = cfg.train.model_copy(update={"epochs": 1.0, "batch_size": bs, "runs": 1,
-                                             "tta": "none", "compile": False})
-    torch.manual_seed(0)
-    model = build_model(cfg, num_classes=len(meta["classes"]), image_size=x.shape[1])
-    result = train_run(model, data, train_cfg, cfg.augment, rt, seed=0, name="bench",
-                       log=open("/dev/null", "w"))
-    return result.train_throughput_img_s
+                                             "tta": "none", "compile": False, "warmup_steps": 3})
+    model_cfg = cfg.model_copy(update={"train": train_cfg})
+    training = train_runs(
+        lambda: build_model(cfg, num_classes=len(meta["classes"]), image_size=x.shape[1]),
+        data, model_cfg, rt, seed=0, name="bench", log=io.StringIO())
+    return training.runs[0].train_throughput_img_s
 
 
 class _ImageDataset(torch.utils.data.Dataset):
@@ -84,7 +87,9 @@ def dataloader_loop(cfg, x: np.ndarray, y: np.ndarray, meta: dict, rt: Runtime, 
                                          num_workers=workers, drop_last=True,
                                          pin_memory=rt.device.type == "cuda")
     torch.manual_seed(0)
-    model = build_model(cfg, num_classes=len(meta["classes"]), image_size=x.shape[1]).to(rt.device)
+    model = build_model(cfg, num_classes=len(meta["classes"]), image_size=x.shape[1])
+    fmt = memory_format(model)  # the same layout as our loop (channels_last for conv nets)
+    model = model.to(rt.device, memory_format=fmt)
     opt = make_optimizer(model, cfg.train, rt.device)
     model.train()
     t0, seen = None, 0
@@ -94,7 +99,8 @@ def dataloader_loop(cfg, x: np.ndarray, y: np.ndarray, meta: dict, rt: Runtime, 
             t0, seen = time.perf_counter(), 0
         if i >= steps + 2:
             break
-        xb, yb = xb.to(rt.device, non_blocking=True), yb.to(rt.device, non_blocking=True)
+        xb = xb.to(rt.device, non_blocking=True).contiguous(memory_format=fmt)
+        yb = yb.to(rt.device, non_blocking=True)
         with rt.autocast():
             loss = F.cross_entropy(model(xb).float(), yb, label_smoothing=cfg.train.label_smoothing)
         loss.backward()
@@ -105,19 +111,23 @@ def dataloader_loop(cfg, x: np.ndarray, y: np.ndarray, meta: dict, rt: Runtime, 
     return seen / (time.perf_counter() - t0)
 
 
-def matmul_peak_flops(rt: Runtime, dtype: torch.dtype, n: int = 2048, reps: int = 5) -> float:
-    """Median FLOP/s of ``reps`` timed n x n matmuls after warm-up."""
+def matmul_peak_flops(rt: Runtime, dtype: torch.dtype, n: int, reps: int = 10,
+                      samples: int = 5) -> float:
+    """Median FLOP/s of an n x n x n matmul: ``samples`` timings of ``reps`` back-to-back
+    products each, after warm-up, so launch and synchronisation costs are spread over ``reps``
+    (one 8192^3 bf16 product takes about 1.4 ms on an H100; one 2048^3, about 25 us)."""
     a = torch.randn(n, n, device=rt.device, dtype=dtype)
     b = torch.randn(n, n, device=rt.device, dtype=dtype)
     for _ in range(3):
         a @ b
     times = []
-    for _ in range(reps):
+    for _ in range(samples):
         rt.synchronize()
         t = time.perf_counter()
-        a @ b
+        for _ in range(reps):
+            a @ b
         rt.synchronize()
-        times.append(time.perf_counter() - t)
+        times.append((time.perf_counter() - t) / reps)
     return 2 * n**3 / float(np.median(times))
 
 
@@ -141,10 +151,10 @@ def main() -> None:
           f"({env['device']}, {env['cpu_threads']} threads), {env['dtype']}, torch {env['torch_version']}")
 
     # Peaks first, while nothing else runs (DataLoader workers take a moment to exit).
-    peaks = {"fp32": matmul_peak_flops(rt, torch.float32)}
+    n = 8192 if rt.device.type == "cuda" else 2048
+    peaks = {"fp32": matmul_peak_flops(rt, torch.float32, n)}  # IEEE fp32: TF32 is off
     if rt.amp_dtype is not None:
-        peaks[rt.dtype_name] = matmul_peak_flops(rt, rt.amp_dtype)
-    ours(cfg, x, y, meta, rt, 3, bs)  # warm-up: kernel selection, allocator growth
+        peaks[rt.dtype_name] = matmul_peak_flops(rt, rt.amp_dtype, n)
     ours_ips = ours(cfg, x, y, meta, rt, args.steps, bs)
     base_ips = dataloader_loop(cfg, x, y, meta, rt, args.steps, bs, args.workers, cfg.augment.translate)
     print(f"  our loop (device-resident data, batched aug): {ours_ips:10.1f} img/s")
@@ -158,7 +168,7 @@ def main() -> None:
     print(f"  training FLOPs per image (fwd+bwd, FlopCounterMode): {flops / 1e9:.3f} GFLOP; "
           f"achieved {achieved / 1e9:.1f} GFLOP/s")
     for dtype, peak in peaks.items():
-        print(f"  matmul peak {dtype} (2048^2, median of 5): {peak / 1e9:.1f} GFLOP/s -> "
+        print(f"  matmul peak {dtype} ({n}^3, median of 5 x 10): {peak / 1e9:.1f} GFLOP/s -> "
               f"MFU vs {dtype} peak {achieved / peak:.1%}")
 
 

@@ -54,8 +54,7 @@ def run(kind: str, rt: Runtime = CPU32, seed: int = 0, **train):
     data = tiny_data()
     torch.manual_seed(seed)
     model = build_model(c, num_classes=3, image_size=16)
-    return train_run(model, data, c.train, c.augment, rt, seed=seed, name=kind,
-                     log=open("/dev/null", "w"))
+    return train_run(model, data, c, rt, seed=seed, name=kind, log=open("/dev/null", "w"))
 
 
 def test_lr_schedules() -> None:
@@ -79,7 +78,6 @@ def test_recipe_learns_tiny_data(kind: str) -> None:
     assert r.test_accuracy > 0.8  # chance is 1/3
     assert r.predictions.shape == (60,)
     assert r.train_time_s > 0 and r.time_to_target_s is not None
-    assert set(r.breakdown_ms) == {"data", "forward", "backward", "optimizer"}
     assert r.peak_memory_kind == "host_peak_rss" and r.peak_memory_mb > 0
 
 
@@ -109,8 +107,7 @@ def test_ema_weights_are_shipped() -> None:
     data = tiny_data()
     torch.manual_seed(0)
     model = build_model(c, num_classes=3, image_size=16)
-    r = train_run(model, data, c.train, c.augment, CPU32, seed=0, name="cnn",
-                  log=open("/dev/null", "w"))
+    r = train_run(model, data, c, CPU32, seed=0, name="cnn", log=open("/dev/null", "w"))
     acc, loss, _ = evaluate(model, data, CPU32, tta="flip")
     assert acc == r.test_accuracy and loss == pytest.approx(r.test_loss)
 
@@ -132,11 +129,14 @@ def test_lookahead_ends_at_the_average() -> None:
 def test_runs_summary_and_tables() -> None:
     c = cfg("cnn", epochs=1, runs=2)
     data = tiny_data()
-    runs, state = train_runs(lambda: build_model(c, num_classes=3, image_size=16), data, c.train,
-                             c.augment, CPU32, seed=5, name="cnn", log=open("/dev/null", "w"))
+    training = train_runs(lambda: build_model(c, num_classes=3, image_size=16), data, c, CPU32,
+                          seed=5, name="cnn", log=open("/dev/null", "w"))
+    runs, state = training.runs, training.weights
     assert [r.seed for r in runs] == [5, 6]
     assert all(v.device.type == "cpu" for v in state.values())
-    m = results.summarize_runs("cnn", "cnn", c.train, runs, n_params=123, env={"device": "cpu"})
+    m = results.summarize_runs("cnn", "cnn", c.train, training, n_params=123,
+                               breakdown_ms={"data": 1.0}, env={"device": "cpu"})
+    assert m["compile_mode"] == "eager" and m["breakdown_ms"] == {"data": 1.0}
     accs = [r.test_accuracy for r in runs]
     assert m["test_accuracy"] == pytest.approx(sum(accs) / 2)
     assert m["test_accuracy_std"] == pytest.approx(float(np.std(accs, ddof=1)))

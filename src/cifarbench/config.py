@@ -56,7 +56,10 @@ class AugmentConfig(_Strict):
     mixup_alpha: Annotated[float, Field(ge=0.0)] = 0.0  # 0 disables mixup
     cutmix_alpha: Annotated[float, Field(ge=0.0)] = 0.0  # 0 disables cutmix
     mix_prob: Fraction = 1.0  # probability that a batch is mixed (when mixup/cutmix on)
+    mix_off_epochs: Annotated[float, Field(ge=0.0)] = 0.0  # last epochs trained unmixed (CCT)
     erasing_prob: Fraction = 0.0  # per-image probability of random erasing
+    policy: Literal["none", "trivial"] = "none"  # trivial: TrivialAugment, one op per image
+    policy_strength: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0  # max op magnitude (0-1)
 
 
 class TrainConfig(_Strict):
@@ -84,6 +87,7 @@ class TrainConfig(_Strict):
     target_accuracy: Fraction = 0.9  # time-to-accuracy threshold (metric time_to_target_s)
     eval_every: PositiveInt = 1  # evaluate on the test split every N epochs (and at the end)
     compile: bool = False  # torch.compile the model (compile time reported apart)
+    warmup_steps: Annotated[int, Field(ge=0)] = 0  # untimed steps before run 0 (then reset)
     breakdown_steps: Annotated[int, Field(ge=0, le=100)] = 5  # synchronised steps timed per part
 
 
@@ -93,7 +97,9 @@ class CNNArch(_Strict):
     widths: Annotated[list[PositiveInt], Field(min_length=3, max_length=3)] = [64, 256, 256]
     whiten_width: PositiveInt = 24  # output channels of the 2x2 patch-whitening conv (2*3*2*2)
     bn_momentum: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.4  # PyTorch convention (weight of the new batch)
+    bn_eps: Annotated[float, Field(gt=0.0, le=1.0)] = 1e-12  # airbench: 1e-12
     logit_scale: Annotated[float, Field(gt=0.0)] = 1 / 9
+    whiten_bias_epochs: Annotated[float, Field(ge=0.0)] = 3.0  # whitening bias frozen after these
 
 
 class CNNModelConfig(_Strict):
@@ -146,7 +152,8 @@ class ProfileConfig(_Strict):
     warmup_iters: Annotated[int, Field(ge=0)] = 5  # per configuration, before timing
     iters: PositiveInt = 20  # timed iterations per batch size
     latency_runs: Annotated[int, Field(ge=10)] = 200  # batch-1 samples for p50/p90/p99
-    precisions: Annotated[list[Literal["fp32", "autocast"]], Field(min_length=1)] = ["fp32", "autocast"]
+    # fp32 = IEEE fp32; tf32 = fp32 with TF32 tensor cores (CUDA only, skipped on CPU)
+    precisions: Annotated[list[Literal["fp32", "tf32", "autocast"]], Field(min_length=1)] = ["fp32", "autocast"]
     channels_last: bool = True  # also measure channels_last for conv nets
     compile: bool = False  # also measure a torch.compile'd model
     max_seconds_per_config: Annotated[float, Field(gt=0)] = 20.0  # caps iters on slow devices

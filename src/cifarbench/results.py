@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 
 from cifarbench.config import TrainConfig
-from cifarbench.train import RunResult
+from cifarbench.train import RunResult, TrainingResult
 
 
 def _mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -22,12 +22,13 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float]:
     return mean, std
 
 
-def summarize_runs(name: str, kind: str, cfg: TrainConfig, runs: Sequence[RunResult], *,
-                   n_params: int, env: dict) -> dict:
+def summarize_runs(name: str, kind: str, cfg: TrainConfig, training: TrainingResult, *,
+                   n_params: int, breakdown_ms: dict[str, float], env: dict) -> dict:
+    runs = training.runs
     acc, acc_std = _mean_std([r.test_accuracy for r in runs])
     t, t_std = _mean_std([r.train_time_s for r in runs])
     reached = [r.time_to_target_s for r in runs if r.time_to_target_s is not None]
-    parts = runs[0].breakdown_ms.keys()
+    info = training.compile
     metrics = {
         "model": name,
         "kind": kind,
@@ -36,10 +37,14 @@ def summarize_runs(name: str, kind: str, cfg: TrainConfig, runs: Sequence[RunRes
         "test_loss": statistics.fmean(r.test_loss for r in runs),
         "train_time_s": t,
         "train_time_s_std": t_std,
-        "compile_time_s": statistics.fmean(r.compile_time_s for r in runs),
+        "compile_time_s": info.compile_time_s,
+        "compile_mode": info.mode,  # eager | compiled | fallback (compile asked, eager ran)
+        "compile_fallback_reason": info.reason,
+        "compile_recompiles": info.recompiles,
+        "warmup_time_s": training.warmup_time_s,
         "eval_time_s": statistics.fmean(r.eval_time_s for r in runs),
         "target_accuracy": cfg.target_accuracy,
-        # mean over the runs that reached the target; null when none did
+        # mean over the runs that reached the target (with TTA); null when none did
         "time_to_target_s": statistics.fmean(reached) if reached else None,
         "runs_reaching_target": len(reached),
         "epochs": cfg.epochs,
@@ -49,7 +54,7 @@ def summarize_runs(name: str, kind: str, cfg: TrainConfig, runs: Sequence[RunRes
         "train_throughput_img_s": statistics.fmean(r.train_throughput_img_s for r in runs),
         "peak_memory_mb": max(r.peak_memory_mb for r in runs),
         "peak_memory_kind": runs[0].peak_memory_kind,
-        "breakdown_ms": {p: statistics.fmean(r.breakdown_ms.get(p, 0.0) for r in runs) for p in parts},
+        "breakdown_ms": breakdown_ms,
         "tta": cfg.tta,
         **env,
     }

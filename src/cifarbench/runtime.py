@@ -2,8 +2,10 @@
 
 ``device: auto`` picks CUDA when present (and says so on stderr). ``precision: auto`` means
 bf16 autocast on a GPU that supports it, else fp16 autocast with a GradScaler; on CPU it means
-bf16 autocast when the CPU has native bf16 (AVX512-BF16 or AMX), else fp32. Every metrics
-file records :func:`environment` so a number is never separated from where it was measured.
+bf16 autocast when the CPU has native bf16 (AVX512-BF16 or AMX), else fp32. "fp32" means IEEE
+fp32: TF32 matmuls and convolutions stay off unless a measurement asks for them by name
+(:func:`tf32`, the profile's ``tf32`` variant). Every metrics file records :func:`environment`
+so a number is never separated from where it was measured.
 """
 
 from __future__ import annotations
@@ -12,9 +14,12 @@ import contextlib
 import os
 import platform
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
+
+from cifarbench.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -54,7 +59,7 @@ def resolve_runtime(device: str = "auto", precision: str = "auto", threads: int 
         where = torch.cuda.get_device_name(0) if device == "cuda" else _cpu_model_name()
         print(f"device: auto -> {device} ({where})", file=log)
     elif device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("params.yaml: device = 'cuda' but no CUDA device is available "
+        raise UserError("params.yaml: device = 'cuda' but no CUDA device is available "
                            "(allowed: auto, cpu, cuda; use auto or cpu on this machine)")
     dev = torch.device(device)
     if threads is not None and dev.type == "cpu":
@@ -68,13 +73,44 @@ def resolve_runtime(device: str = "auto", precision: str = "auto", threads: int 
     else:
         amp = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
         if amp is torch.float16 and dev.type == "cpu":
-            raise RuntimeError("params.yaml: precision = 'fp16' is not supported on CPU "
+            raise UserError("params.yaml: precision = 'fp16' is not supported on CPU "
                                "(allowed there: auto, fp32, bf16)")
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+    set_tf32(False)
     return Runtime(device=dev, amp_dtype=amp)
+
+
+def set_tf32(enabled: bool) -> None:
+    """TF32 (10-bit mantissa) for fp32 matmuls and convolutions on CUDA, on or off.
+
+    PyTorch 2.9+ has per-backend ``fp32_precision`` settings and refuses a mix of those with
+    the legacy ``allow_tf32`` flags, so use the new ones where they exist. On CPU both are
+    inert; setting them keeps the recorded state true everywhere."""
+    mode = "tf32" if enabled else "ieee"
+    if hasattr(torch.backends.cuda.matmul, "fp32_precision"):
+        torch.backends.cuda.matmul.fp32_precision = mode
+        torch.backends.cudnn.conv.fp32_precision = mode
+    else:  # pragma: no cover - torch < 2.9
+        torch.backends.cuda.matmul.allow_tf32 = enabled
+        torch.backends.cudnn.allow_tf32 = enabled
+
+
+def tf32_enabled() -> bool:
+    if hasattr(torch.backends.cuda.matmul, "fp32_precision"):
+        return torch.backends.cuda.matmul.fp32_precision == "tf32"
+    return bool(torch.backends.cuda.matmul.allow_tf32)  # pragma: no cover - torch < 2.9
+
+
+@contextlib.contextmanager
+def tf32(enabled: bool = True) -> Iterator[None]:
+    """Run the block with TF32 on (or off) and restore the previous setting."""
+    before = tf32_enabled()
+    set_tf32(enabled)
+    try:
+        yield
+    finally:
+        set_tf32(before)
 
 
 def environment(rt: Runtime) -> dict:
@@ -89,6 +125,7 @@ def environment(rt: Runtime) -> dict:
         "dtype": rt.dtype_name,
         "torch_version": torch.__version__,
         "cuda_version": torch.version.cuda if rt.device.type == "cuda" else None,
+        "tf32": tf32_enabled() if rt.device.type == "cuda" else False,
         "cpu_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
         "python_version": platform.python_version(),

@@ -1,11 +1,15 @@
 """The training loop: device-resident data, batched augmentation, autocast, schedules, metrics.
 
-One function, :func:`train_run`, trains one model once; :func:`train_runs` repeats it over
-seeds. The whole split lives on the training device as one uint8 tensor and every batch is
-gathered, normalised and augmented there (airbench's approach), so there is no DataLoader and
-no host-device copy in the hot path. Time is measured the honest way: evaluation and
-``torch.compile`` warm-up are timed apart from ``train_time_s``, and the per-part breakdown is
-sampled over a few synchronised steps instead of slowing every step.
+:func:`train_run` trains one model once; :func:`train_runs` repeats it over seeds on one module
+(compiled once), after an untimed warm-up. The whole split lives on the training device as one
+uint8 tensor and every batch is gathered, normalised and augmented there (airbench's
+approach), so there is no DataLoader and no host-device copy in the hot path.
+
+What ``train_time_s`` counts (airbench's definition): the synchronised wall time of the
+optimisation steps of one run, batch drawing and augmentation included; not evaluation, not
+the warm-up (cuDNN autotuning, lazy CUDA module loading, allocator growth, ``torch.compile``),
+not the whitening initialisation (airbench counts that; it is a few ms). The per-part step
+breakdown is measured in a separate pass (:mod:`cifarbench.profiling.breakdown`).
 """
 
 from __future__ import annotations
@@ -13,10 +17,9 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
-import resource
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TextIO
 
@@ -28,8 +31,10 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from cifarbench import augment
-from cifarbench.config import AugmentConfig, TrainConfig
+from cifarbench.config import ModelConfig, TrainConfig
 from cifarbench.errors import UserError
+from cifarbench.models import init_from_data, late_frozen_params
+from cifarbench.profiling.memory import host_peak_rss_mb
 from cifarbench.runtime import Runtime
 
 
@@ -99,11 +104,6 @@ def lr_at(step: int, total_steps: int, cfg: TrainConfig) -> float:
     return cfg.final_lr_frac + (1.0 - cfg.final_lr_frac) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
-    """Share of rows of ``logits`` (B, K) whose argmax equals ``y`` (B,)."""
-    return float((logits.argmax(dim=1) == y).float().mean())
-
-
 # ------------------------------------------------------------------------------- results
 
 
@@ -112,31 +112,54 @@ class RunResult:
     seed: int
     test_accuracy: float  # final, with the configured test-time augmentation
     test_loss: float
-    train_time_s: float  # optimisation only: no evaluation, no compile warm-up
-    compile_time_s: float
+    train_time_s: float  # optimisation steps only (see the module docstring)
     eval_time_s: float
-    time_to_target_s: float | None  # training seconds until per-epoch accuracy >= target
+    time_to_target_s: float | None  # training seconds until the (TTA) test accuracy >= target
     train_throughput_img_s: float
     peak_memory_mb: float
     peak_memory_kind: str
-    breakdown_ms: dict[str, float]
     curves: list[dict[str, float]] = field(default_factory=list)
     predictions: torch.Tensor | None = None  # (M,) int64, CPU
+
+
+@dataclass
+class CompileInfo:
+    """What ran the training steps: ``eager`` (compile off), ``compiled``, or ``fallback``
+    (compile asked for, eager used: ``reason`` says why)."""
+
+    mode: str = "eager"
+    reason: str | None = None
+    compile_time_s: float = 0.0  # first compiled call (tracing + code generation)
+    check: dict[str, float] = field(default_factory=dict)  # compiled vs eager, first step
+    recompiles: int = 0  # graphs compiled after the warm-up (0 expected)
+
+
+@dataclass
+class TrainingResult:
+    runs: list[RunResult]
+    weights: dict[str, torch.Tensor]  # of the first run, CPU tensors
+    compile: CompileInfo
+    warmup_time_s: float  # untimed warm-up before run 0 (compile included)
+    model: nn.Module  # the trained module (last run), on the training device
+    step_model: Callable[[torch.Tensor], torch.Tensor]  # what ran the steps (compiled or not)
 
 
 # -------------------------------------------------------------------------------- training
 
 
-def make_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+def make_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device,
+                   late_frozen: Sequence[tuple[nn.Parameter, int]] = ()) -> torch.optim.Optimizer:
     """Nesterov SGD (airbench) or AdamW, with normalisation parameters in their own group.
 
     Norm parameters learn ``bias_lr_scale`` times faster. With SGD they keep the same weight
     decay per step as the other weights (airbench: wd / scale); with AdamW, norms and biases
-    are not decayed at all (the usual ViT practice).
+    are not decayed at all (the usual ViT practice). Each ``(parameter, step)`` of
+    ``late_frozen`` gets a group of its own whose learning rate drops to 0 at that step.
     """
     norm_types = (nn.BatchNorm2d, nn.LayerNorm, nn.GroupNorm)
     norm_ids = {id(p) for m in model.modules() if isinstance(m, norm_types)
                 for p in m.parameters(recurse=False)}
+    frozen_at = {id(p): step for p, step in late_frozen}
     params = [p for p in model.parameters() if p.requires_grad]
     norm = [p for p in params if id(p) in norm_ids]
     rest = [p for p in params if id(p) not in norm_ids]
@@ -149,7 +172,13 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> 
                    "lr_scale": 1.0},
                   {"params": [p for p in rest if p.ndim <= 1], "weight_decay": 0.0, "lr_scale": 1.0},
                   {"params": norm, "weight_decay": 0.0, "lr_scale": scale}]
-    groups = [g for g in groups if g["params"]]
+    split = []
+    for g in groups:
+        for p in g["params"]:
+            if id(p) in frozen_at:
+                split.append({**g, "params": [p], "until_step": frozen_at[id(p)]})
+        g["params"] = [p for p in g["params"] if id(p) not in frozen_at]
+    groups = [g for g in groups + split if g["params"]]
     for g in groups:
         g["lr"] = cfg.lr * g["lr_scale"]
     fused = {"fused": True} if device.type == "cuda" else {}
@@ -186,112 +215,119 @@ class Lookahead:
             state[k].copy_(avg)
 
 
-def train_run(model: nn.Module, data: DeviceData, cfg: TrainConfig, aug: AugmentConfig,
-              rt: Runtime, *, seed: int, name: str, log: TextIO = sys.stderr) -> RunResult:
-    """Train ``model`` (freshly built, on CPU or ``rt.device``) once and evaluate it."""
-    dev = rt.device
-    channels_last = any(isinstance(m, nn.Conv2d) for m in model.modules())
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    model = model.to(dev, memory_format=fmt)
-    gen = torch.Generator(device=dev).manual_seed(seed)
-    if hasattr(model, "init_whitening"):
-        sample = data.x_train[torch.randperm(len(data.x_train), device=dev, generator=gen)[:5000]]
-        model.init_whitening(data.normalize(sample))
+class Trainer:
+    """One run's optimisation state and the parts of a step: :meth:`draw` a batch,
+    :meth:`forward`, :meth:`backward`, :meth:`optimizer_step`. ``step_model`` is ``model`` itself or its
+    compiled form (sharing the parameters)."""
 
-    n = len(data.x_train)
-    bs = min(cfg.batch_size, n)
-    steps_per_epoch = n // bs  # the last partial batch is dropped (BatchNorm dislikes tiny ones)
-    total_steps = max(1, int(round(cfg.epochs * steps_per_epoch)))
-    opt = make_optimizer(model, cfg, dev)
-    scaler = torch.amp.GradScaler(dev.type) if rt.needs_grad_scaler else None
-    ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
-           if cfg.ema_decay > 0 else None)
-    lookahead = Lookahead(model, total_steps) if cfg.lookahead else None
-    step_model = torch.compile(model) if cfg.compile else model
-    flip_base = torch.rand(n, device=dev, generator=gen) < 0.5
+    def __init__(self, model: nn.Module, step_model: Callable[[torch.Tensor], torch.Tensor],
+                 data: DeviceData, model_cfg: ModelConfig, rt: Runtime, *, seed: int) -> None:
+        cfg = model_cfg.train
+        self.model, self.step_model, self.data, self.cfg, self.rt = model, step_model, data, cfg, rt
+        dev = rt.device
+        self.gen = torch.Generator(device=dev).manual_seed(seed)
+        n = len(data.x_train)
+        self.batch_size = min(cfg.batch_size, n)
+        self.steps_per_epoch = n // self.batch_size  # last partial batch dropped (BatchNorm)
+        self.total_steps = max(1, int(round(cfg.epochs * self.steps_per_epoch)))
+        sample = data.x_train[torch.randperm(n, device=dev, generator=self.gen)[:5000]]
+        init_from_data(model, data.normalize(sample))
+        self.augment = augment.BatchAugment(
+            model_cfg.augment, mean=data.mean, std=data.std, num_classes=data.num_classes,
+            label_smoothing=cfg.label_smoothing, n_train=n, gen=self.gen,
+            host=np.random.default_rng(seed), memory_format=memory_format(model))
+        # mixup/cutmix switch off for the last mix_off_epochs (CCT)
+        self.mix_until_step = self.total_steps - int(round(model_cfg.augment.mix_off_epochs
+                                                           * self.steps_per_epoch))
+        late = [(p, int(round(epochs * self.steps_per_epoch)))
+                for p, epochs in late_frozen_params(model, model_cfg)]
+        self.opt = make_optimizer(model, cfg, dev, late)
+        self.scaler = torch.amp.GradScaler(dev.type) if rt.needs_grad_scaler else None
+        self.ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay),
+                                  use_buffers=True) if cfg.ema_decay > 0 else None)
+        self.lookahead = Lookahead(model, self.total_steps) if cfg.lookahead else None
 
-    def batch(idx: torch.Tensor, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
-        x = data.normalize(data.x_train[idx])  # (B, C, H, W) float32
-        if aug.flip == "alternating":
-            x = augment.flip_where(x, augment.alternating_flip_mask(flip_base[idx], epoch))
-        elif aug.flip == "random":
-            x = augment.flip_where(x, torch.rand(len(idx), device=dev, generator=gen) < 0.5)
-        x = augment.random_translate(x, aug.translate, gen)
-        x = augment.random_erase(x, aug.erasing_prob, gen)
-        t = augment.one_hot_smooth(data.y_train[idx], data.num_classes, cfg.label_smoothing)
-        x, t = augment.mix_batch(x, t, mixup_alpha=aug.mixup_alpha, cutmix_alpha=aug.cutmix_alpha,
-                                 prob=aug.mix_prob, gen=gen)
-        return x.contiguous(memory_format=fmt), t
+    def epoch_order(self) -> torch.Tensor:
+        return torch.randperm(len(self.data.x_train), device=self.rt.device, generator=self.gen)
 
-    def forward_backward(x: torch.Tensor, t: torch.Tensor, timer: _PartTimer | None) -> torch.Tensor:
-        with rt.autocast(), _attention_kernels(dev):
-            loss = F.cross_entropy(step_model(x).float(), t)
-        if timer:
-            timer.mark("forward")
-        (scaler.scale(loss) if scaler else loss).backward()
-        if timer:
-            timer.mark("backward")
-        return loss
+    def draw(self, order: torch.Tensor, i: int, epoch: int, step: int
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Batch ``i`` of an epoch's ``order``: inputs (B, C, H, W) and targets (B, K)."""
+        idx = order[i * self.batch_size:(i + 1) * self.batch_size]
+        return self.augment(self.data.x_train[idx], self.data.y_train[idx], idx, epoch=epoch,
+                            mix=step < self.mix_until_step)
 
-    def optimizer_step(step: int) -> None:
-        scale = lr_at(step, total_steps, cfg)
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Mean soft-target cross-entropy of the batch, under the runtime's autocast."""
+        with self.rt.autocast(), _attention_kernels(self.rt.device):
+            return F.cross_entropy(self.step_model(x).float(), t)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        (self.scaler.scale(loss) if self.scaler else loss).backward()
+
+    def forward_backward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        loss = self.forward(x, t)
+        self.backward(loss)
+        return loss.detach()
+
+    def optimizer_step(self, step: int) -> None:
+        cfg, opt, scaler = self.cfg, self.opt, self.scaler
+        scale = lr_at(step, self.total_steps, cfg)
         for g in opt.param_groups:
-            g["lr"] = cfg.lr * g["lr_scale"] * scale
+            frozen = step >= g.get("until_step", self.total_steps)
+            g["lr"] = 0.0 if frozen else cfg.lr * g["lr_scale"] * scale
         if scaler:
             scaler.unscale_(opt)
         if cfg.grad_clip > 0:
-            nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
         if scaler:
             scaler.step(opt)
             scaler.update()
         else:
             opt.step()
         opt.zero_grad(set_to_none=True)
-        if ema is not None:
-            ema.update_parameters(model)
-        if lookahead is not None:
-            lookahead.step(step + 1)
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
+        if self.lookahead is not None:
+            self.lookahead.step(step + 1)
 
-    compile_time_s = 0.0
-    if cfg.compile:  # trigger compilation on a throwaway step, then restore the initial state
-        state = copy.deepcopy(model.state_dict())
-        t0 = time.perf_counter()
-        x, t = batch(torch.arange(bs, device=dev), 0)
-        forward_backward(x, t, None)  # evaluation runs eager: no eval graph to compile
-        rt.synchronize()
-        compile_time_s = time.perf_counter() - t0
-        opt.zero_grad(set_to_none=True)
-        model.load_state_dict(state)
+    def final_model(self) -> nn.Module:
+        """Leave the model at its averaged weights (lookahead, EMA) and return it."""
+        if self.lookahead is not None:
+            self.lookahead.finish()
+        if self.ema is not None:
+            self.model.load_state_dict(self.ema.module.state_dict())
+        return self.model
 
-    if dev.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(dev)
-    breakdown = _PartTimer(rt)
-    # Sample the breakdown at the start of the second epoch (or as late as the run allows):
-    # the first steps pay for kernel selection and allocator growth.
-    sample_from = max(min(steps_per_epoch, total_steps - cfg.breakdown_steps), 0)
+
+def train_run(model: nn.Module, data: DeviceData, model_cfg: ModelConfig, rt: Runtime, *,
+              seed: int, name: str, step_model: Callable[[torch.Tensor], torch.Tensor] | None = None,
+              max_steps: int | None = None, log: TextIO = sys.stderr) -> RunResult:
+    """Train ``model`` (already on ``rt.device``, freshly initialised) once and evaluate it.
+
+    ``step_model`` (default ``model``) runs the training forward passes, e.g. a compiled form
+    of ``model``; ``max_steps`` stops early (the warm-up). Evaluation always runs eager."""
+    cfg = model_cfg.train
+    torch.manual_seed(seed)  # dropout and stochastic depth draw from the global RNG
+    run = Trainer(model, step_model or model, data, model_cfg, rt, seed=seed)
+    total = run.total_steps if max_steps is None else min(max_steps, run.total_steps)
+    if rt.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(rt.device)
     curves: list[dict[str, float]] = []
     train_time = eval_time = 0.0
     time_to_target = None
-    step = 0
-    epoch = 0
+    step = epoch = 0
     model.train()
-    while step < total_steps:
+    while step < total:
         rt.synchronize()
         t_epoch = time.perf_counter()
-        perm = torch.randperm(n, device=dev, generator=gen)
-        loss_sum = torch.zeros((), device=dev)
-        steps_this_epoch = min(steps_per_epoch, total_steps - step)
+        order = run.epoch_order()
+        loss_sum = torch.zeros((), device=rt.device)
+        steps_this_epoch = min(run.steps_per_epoch, total - step)
         for i in range(steps_this_epoch):
-            timer = breakdown if sample_from <= step < sample_from + cfg.breakdown_steps else None
-            if timer:
-                timer.start()
-            x, t = batch(perm[i * bs:(i + 1) * bs], epoch)
-            if timer:
-                timer.mark("data")
-            loss_sum += forward_backward(x, t, timer).detach()
-            optimizer_step(step)
-            if timer:
-                timer.mark("optimizer")
+            x, t = run.draw(order, i, epoch, step)
+            loss_sum += run.forward_backward(x, t)
+            run.optimizer_step(step)
             step += 1
         rt.synchronize()
         train_time += time.perf_counter() - t_epoch
@@ -301,57 +337,59 @@ def train_run(model: nn.Module, data: DeviceData, cfg: TrainConfig, aug: Augment
             raise UserError(
                 f"models.{name}: training diverged (mean loss {train_loss} in epoch {epoch}) at "
                 f"learning rate models.{name}.train.lr = {cfg.lr}; lower it or add warm-up")
-        if epoch % cfg.eval_every == 0 or step >= total_steps:
+        if max_steps is None and (epoch % cfg.eval_every == 0 or step >= total):
+            # The accuracy the target is defined on: with the run's test-time augmentation.
             t_eval = time.perf_counter()
-            acc, _, _ = evaluate(ema.module if ema else model, data, rt, tta="none",
-                                 batch_size=max(bs, 500))
+            acc, _, _ = evaluate(run.ema.module if run.ema else model, data, rt, tta=cfg.tta,
+                                 batch_size=max(run.batch_size, 500))
             eval_time += time.perf_counter() - t_eval
             if time_to_target is None and acc >= cfg.target_accuracy:
                 time_to_target = train_time
-            curves.append({"epoch": round(step / steps_per_epoch, 3), "train_loss": train_loss,
+            curves.append({"epoch": round(step / run.steps_per_epoch, 3), "train_loss": train_loss,
                            "test_accuracy": acc, "elapsed_s": train_time})
-            print(f"{name} seed {seed}: epoch {step / steps_per_epoch:.2f}/{cfg.epochs:g} "
+            print(f"{name} seed {seed}: epoch {step / run.steps_per_epoch:.2f}/{cfg.epochs:g} "
                   f"loss {train_loss:.4f} test acc {acc:.4f} ({train_time:.1f} s)", file=log)
 
-    if lookahead is not None:
-        lookahead.finish()
+    final = run.final_model()
     t_eval = time.perf_counter()
-    final = ema.module if ema else model
-    test_acc, test_loss, preds = evaluate(final, data, rt, tta=cfg.tta, batch_size=max(bs, 500))
+    test_acc, test_loss, preds = evaluate(final, data, rt, tta=cfg.tta,
+                                          batch_size=max(run.batch_size, 500))
     eval_time += time.perf_counter() - t_eval
-    if ema is not None:  # ship the averaged weights: they are what was evaluated
-        model.load_state_dict(ema.module.state_dict())
-    peak_mb, peak_kind = peak_memory_mb(dev)
+    peak_mb, peak_kind = peak_memory_mb(rt.device)
     return RunResult(
         seed=seed, test_accuracy=test_acc, test_loss=test_loss, train_time_s=train_time,
-        compile_time_s=compile_time_s, eval_time_s=eval_time, time_to_target_s=time_to_target,
-        train_throughput_img_s=total_steps * bs / train_time, peak_memory_mb=peak_mb,
-        peak_memory_kind=peak_kind, breakdown_ms=breakdown.mean_ms(), curves=curves,
-        predictions=preds.cpu())
+        eval_time_s=eval_time, time_to_target_s=time_to_target,
+        train_throughput_img_s=step * run.batch_size / train_time, peak_memory_mb=peak_mb,
+        peak_memory_kind=peak_kind, curves=curves, predictions=preds.cpu())
 
 
 @torch.inference_mode()
 def evaluate(model: nn.Module, data: DeviceData, rt: Runtime, *, tta: str = "none",
              batch_size: int = 1000) -> tuple[float, float, torch.Tensor]:
     """Test accuracy, mean loss and predicted labels (M,), with optional test-time augmentation:
-    ``flip`` averages the logits of each image and its mirror; ``flip_translate`` adds both
-    views shifted by one pixel (airbench's TTA level 2)."""
+    ``flip`` averages the logits of each image and its mirror; ``flip_translate`` (airbench's
+    TTA level 2) gives that pair weight 1/2 and the mean of the four views shifted by one pixel
+    (up-left and down-right, each with its mirror) the other 1/2."""
     was_training = model.training
     model.eval()
-    fmt = torch.channels_last if any(isinstance(m, nn.Conv2d) for m in model.modules()) \
-        else torch.contiguous_format
+    fmt = memory_format(model)
+
+    def logits_of(v: torch.Tensor) -> torch.Tensor:
+        return model(v.contiguous(memory_format=fmt)).float()
+
+    def with_mirror(v: torch.Tensor) -> torch.Tensor:
+        return logits_of(v) if tta == "none" else 0.5 * (logits_of(v) + logits_of(v.flip(3)))
+
     logits_all = []
     for i in range(0, len(data.x_test), batch_size):
-        x = data.normalize(data.x_test[i:i + batch_size]).contiguous(memory_format=fmt)
-        views = [x]
-        if tta in ("flip", "flip_translate"):
-            views.append(x.flip(3))
-        if tta == "flip_translate":
-            padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
-            shifted = [padded[:, :, :-2, :-2], padded[:, :, 2:, 2:]]
-            views += shifted + [v.flip(3) for v in shifted]
+        x = data.normalize(data.x_test[i:i + batch_size])
         with rt.autocast():
-            logits = torch.stack([model(v.contiguous(memory_format=fmt)).float() for v in views]).mean(0)
+            logits = with_mirror(x)
+            if tta == "flip_translate":
+                padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
+                shifted = 0.5 * (with_mirror(padded[:, :, :-2, :-2])
+                                 + with_mirror(padded[:, :, 2:, 2:]))
+                logits = 0.5 * logits + 0.5 * shifted
         logits_all.append(logits)
     model.train(was_training)
     logits = torch.cat(logits_all)  # (M, K)
@@ -360,11 +398,17 @@ def evaluate(model: nn.Module, data: DeviceData, rt: Runtime, *, tta: str = "non
     return float((preds == data.y_test).float().mean()), loss, preds
 
 
+def memory_format(model: nn.Module) -> torch.memory_format:
+    """channels_last for models with convolutions (cuDNN/oneDNN NHWC kernels), else NCHW."""
+    return torch.channels_last if any(isinstance(m, nn.Conv2d) for m in model.modules()) \
+        else torch.contiguous_format
+
+
 def peak_memory_mb(device: torch.device) -> tuple[float, str]:
     """GPU: peak allocated by the caching allocator; CPU: the process's peak resident set."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20, "cuda_max_allocated"
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "host_peak_rss"  # KiB on Linux
+    return host_peak_rss_mb(), "host_peak_rss"
 
 
 def _attention_kernels(device: torch.device) -> contextlib.AbstractContextManager:
@@ -376,40 +420,108 @@ def _attention_kernels(device: torch.device) -> contextlib.AbstractContextManage
     return contextlib.nullcontext()
 
 
-class _PartTimer:
-    """Synchronised wall-clock time of each part of a training step, over sampled steps."""
-
-    def __init__(self, rt: Runtime) -> None:
-        self.rt = rt
-        self.totals: dict[str, float] = {}
-        self.counts: dict[str, int] = {}
-        self._last = 0.0
-
-    def start(self) -> None:
-        self.rt.synchronize()
-        self._last = time.perf_counter()
-
-    def mark(self, part: str) -> None:
-        self.rt.synchronize()
-        now = time.perf_counter()
-        self.totals[part] = self.totals.get(part, 0.0) + now - self._last
-        self.counts[part] = self.counts.get(part, 0) + 1
-        self._last = now
-
-    def mean_ms(self) -> dict[str, float]:
-        return {k: 1000 * v / self.counts[k] for k, v in self.totals.items()}
+# ------------------------------------------------------------------- compile and warm-up
 
 
-def train_runs(build: Callable[[], nn.Module], data: DeviceData, cfg: TrainConfig,
-               aug: AugmentConfig, rt: Runtime, *, seed: int, name: str,
-               log: TextIO = sys.stderr) -> tuple[list[RunResult], dict[str, torch.Tensor]]:
-    """``cfg.runs`` independent runs with seeds ``seed``, ``seed + 1``, ...; returns their
-    results and the trained weights of the first run (CPU tensors)."""
-    results, first_state = [], None
+def compile_checked(model: nn.Module, data: DeviceData, model_cfg: ModelConfig, rt: Runtime,
+                    *, log: TextIO = sys.stderr) -> tuple[Callable[[torch.Tensor], torch.Tensor],
+                                                         CompileInfo]:
+    """``torch.compile(model)``, checked on one training step against eager.
+
+    Both take the same batch from the same state (restored afterwards). If compiling raises,
+    or the compiled loss or gradients are non-finite where eager's are not, or differ from
+    eager's by more than :data:`COMPILE_TOLERANCE` for the precision, the run says so on stderr
+    and trains eager; :class:`CompileInfo` records which ran and why."""
+    if not model_cfg.train.compile:
+        return model, CompileInfo()
+    state = copy.deepcopy(model.state_dict())
+    run = Trainer(model, model, data, model_cfg, rt, seed=0)
+    x, t = run.draw(run.epoch_order(), 0, 0, 0)
+    model.train()
+
+    def loss_and_grads(fn: Callable[[torch.Tensor], torch.Tensor]) -> tuple[float, torch.Tensor]:
+        model.zero_grad(set_to_none=True)
+        with rt.autocast(), _attention_kernels(rt.device):
+            loss = F.cross_entropy(fn(x).float(), t)
+        loss.backward()
+        grads = [p.grad.flatten().float() for p in model.parameters() if p.grad is not None]
+        return float(loss), torch.cat(grads)
+
+    eager_loss, eager_grads = loss_and_grads(model)
+    compiled = torch.compile(model)
+    info = CompileInfo(mode="compiled")
+    t0 = time.perf_counter()
+    try:
+        loss, grads = loss_and_grads(compiled)
+        rt.synchronize()
+    except Exception as exc:  # noqa: BLE001 - inductor/dynamo failures are many and varied
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        info = CompileInfo(mode="fallback", reason=f"compile failed: {type(exc).__name__}: {first}")
+    else:
+        info.compile_time_s = time.perf_counter() - t0
+        info.check = {"eager_loss": eager_loss, "compiled_loss": loss,
+                      "grad_rel_diff": float((grads - eager_grads).norm()
+                                             / eager_grads.norm().clamp_min(1e-12))}
+        tol = COMPILE_TOLERANCE[rt.dtype_name]
+        if not (math.isfinite(loss) and bool(grads.isfinite().all())):
+            info.mode, info.reason = "fallback", "compiled step gave non-finite loss or gradients"
+        elif info.check["grad_rel_diff"] > tol:
+            info.mode = "fallback"
+            info.reason = (f"compiled gradients differ from eager by {info.check['grad_rel_diff']:.3g}"
+                           f" (relative L2; tolerance {tol:g} in {rt.dtype_name})")
+    model.zero_grad(set_to_none=True)
+    model.load_state_dict(state)
+    if info.mode == "fallback":
+        print(f"warning: models.{model_cfg.kind}: torch.compile not used, training eager: "
+              f"{info.reason}", file=log)
+        return model, info
+    return compiled, info
+
+
+# Relative L2 distance between the compiled and the eager gradients of one step, from the same
+# state and batch, that still counts as the same computation. Low precision reorders and
+# rounds differently inside fused kernels; fp32 only reorders sums.
+COMPILE_TOLERANCE = {"fp32": 1e-3, "bf16": 0.25, "fp16": 0.1}
+
+
+def train_runs(build: Callable[[], nn.Module], data: DeviceData, model_cfg: ModelConfig,
+               rt: Runtime, *, seed: int, name: str, log: TextIO = sys.stderr) -> TrainingResult:
+    """``runs`` independent runs with seeds ``seed``, ``seed + 1``, ... on one module (compiled
+    once, re-initialised per run), after an untimed warm-up of ``warmup_steps`` steps and one
+    evaluation that pays for autotuning, lazy loading and allocator growth."""
+    cfg = model_cfg.train
+
+    def fresh(run_seed: int) -> dict[str, torch.Tensor]:
+        torch.manual_seed(run_seed)  # model initialisation
+        return build().state_dict()
+
+    model = build()
+    model = model.to(rt.device, memory_format=memory_format(model))
+    step_model, info = compile_checked(model, data, model_cfg, rt, log=log)
+    t0 = time.perf_counter()
+    if cfg.warmup_steps > 0:
+        model.load_state_dict(fresh(seed))
+        # a short run: its steps, then the final evaluation; the result is discarded
+        train_run(model, data, model_cfg, rt, seed=seed, name=name, step_model=step_model,
+                  max_steps=cfg.warmup_steps, log=log)
+    rt.synchronize()
+    warmup_time = time.perf_counter() - t0
+    graphs_before = _unique_graphs()
+
+    results, weights = [], {}
     for i in range(cfg.runs):
-        torch.manual_seed(seed + i)  # model initialisation
-        model = build()
-        results.append(train_run(model, data, cfg, aug, rt, seed=seed + i, name=name, log=log))
-        if first_state is None:
-            first_state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    return results, first_state
+        model.load_state_dict(fresh(seed + i))
+        results.append(train_run(model, data, model_cfg, rt, seed=seed + i, name=name,
+                                 step_model=step_model, log=log))
+        if i == 0:
+            weights = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    info.recompiles = _unique_graphs() - graphs_before
+    if info.mode == "compiled" and info.recompiles:
+        print(f"warning: models.{name}: torch.compile recompiled {info.recompiles} time(s) during "
+              f"the timed runs; their train_time_s includes compilation", file=log)
+    return TrainingResult(results, weights, info, warmup_time, model, step_model)
+
+
+def _unique_graphs() -> int:
+    from torch._dynamo.utils import counters  # private, but the only count of compiled graphs
+    return int(counters["stats"]["unique_graphs"])

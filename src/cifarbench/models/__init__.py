@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
 from torch import nn
 
 from cifarbench.config import CNNModelConfig, ViTModelConfig
@@ -20,7 +21,7 @@ from cifarbench.models.vit import ViT
 def _build_cnn(cfg: CNNModelConfig, num_classes: int, image_size: int) -> nn.Module:
     a = cfg.arch
     return CNN(num_classes=num_classes, widths=a.widths, whiten_width=a.whiten_width,
-               bn_momentum=a.bn_momentum, logit_scale=a.logit_scale)
+               bn_momentum=a.bn_momentum, bn_eps=a.bn_eps, logit_scale=a.logit_scale)
 
 
 def _build_vit(cfg: ViTModelConfig, num_classes: int, image_size: int) -> nn.Module:
@@ -39,8 +40,25 @@ def build_model(cfg: CNNModelConfig | ViTModelConfig, *, num_classes: int,
     return BUILDERS[cfg.kind](cfg, num_classes, image_size)
 
 
+def init_from_data(model: nn.Module, images: torch.Tensor) -> None:
+    """Data-dependent initialisation before training: the CNN's whitening filters come from the
+    patch covariance of ``images`` (N, 3, H, W), normalised as the model will see them."""
+    if isinstance(model, CNN):
+        model.init_whitening(images)
+
+
+def late_frozen_params(model: nn.Module,
+                       cfg: CNNModelConfig | ViTModelConfig) -> list[tuple[nn.Parameter, float]]:
+    """Parameters that stop training after some epochs: (parameter, epochs). airbench trains
+    the whitening bias for its first 3 epochs only."""
+    if isinstance(model, CNN) and isinstance(cfg, CNNModelConfig):
+        return [(model.whiten.bias, cfg.arch.whiten_bias_epochs)]
+    return []
+
+
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-__all__ = ["BUILDERS", "CNN", "ViT", "build_model", "count_params"]
+__all__ = ["BUILDERS", "CNN", "ViT", "build_model", "count_params", "init_from_data",
+           "late_frozen_params"]

@@ -10,19 +10,20 @@ scaled down (airbench's 1/9) so the head starts near uniform. About 2M parameter
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
 class ConvGroup(nn.Module):
     """(B, c_in, H, W) -> (B, c_out, H // 2, W // 2)."""
 
-    def __init__(self, *, c_in: int, c_out: int, bn_momentum: float) -> None:
+    def __init__(self, *, c_in: int, c_out: int, bn_momentum: float, bn_eps: float) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(c_in, c_out, kernel_size=3, padding=1, bias=False)
         self.pool = nn.MaxPool2d(2)
-        self.norm1 = nn.BatchNorm2d(c_out, momentum=bn_momentum)
+        self.norm1 = nn.BatchNorm2d(c_out, momentum=bn_momentum, eps=bn_eps)
         self.conv2 = nn.Conv2d(c_out, c_out, kernel_size=3, padding=1, bias=False)
-        self.norm2 = nn.BatchNorm2d(c_out, momentum=bn_momentum)
+        self.norm2 = nn.BatchNorm2d(c_out, momentum=bn_momentum, eps=bn_eps)
         self.act = nn.GELU()
         # airbench: BatchNorm scales stay at 1 (the conv weights carry the scale); only the
         # shifts learn, at a raised learning rate (train.bias_lr_scale).
@@ -40,7 +41,7 @@ class ConvGroup(nn.Module):
 
 class CNN(nn.Module):
     def __init__(self, *, num_classes: int, widths: list[int] | tuple[int, int, int] = (64, 256, 256),
-                 whiten_width: int = 24, bn_momentum: float = 0.4,
+                 whiten_width: int = 24, bn_momentum: float = 0.4, bn_eps: float = 1e-12,
                  logit_scale: float = 1 / 9) -> None:
         super().__init__()
         w1, w2, w3 = widths
@@ -50,9 +51,9 @@ class CNN(nn.Module):
         self.whiten.weight.requires_grad_(False)
         self.act = nn.GELU()
         self.groups = nn.Sequential(
-            ConvGroup(c_in=whiten_width, c_out=w1, bn_momentum=bn_momentum),
-            ConvGroup(c_in=w1, c_out=w2, bn_momentum=bn_momentum),
-            ConvGroup(c_in=w2, c_out=w3, bn_momentum=bn_momentum),
+            ConvGroup(c_in=whiten_width, c_out=w1, bn_momentum=bn_momentum, bn_eps=bn_eps),
+            ConvGroup(c_in=w1, c_out=w2, bn_momentum=bn_momentum, bn_eps=bn_eps),
+            ConvGroup(c_in=w2, c_out=w3, bn_momentum=bn_momentum, bn_eps=bn_eps),
         )
         self.head = nn.Linear(w3, num_classes, bias=False)
         self.logit_scale = logit_scale
@@ -79,7 +80,11 @@ class CNN(nn.Module):
         """(B, 3, H, W) -> (B, widths[2]) pooled features."""
         x = self.act(self.whiten(x))  # (B, 24, H-1, W-1)
         x = self.groups(x)  # (B, w3, (H-1) // 8, (W-1) // 8)
-        return x.amax(dim=(2, 3))  # global max-pool: (B, w3)
+        # Global max-pool: (B, w3). Not x.amax(): its backward finds the maximum again by
+        # equality, and under torch.compile with bf16 autocast inductor compares against a value
+        # rounded differently, matches nothing and divides by zero (NaN gradients, torch 2.14).
+        # Max-pooling keeps the index of the maximum instead.
+        return F.adaptive_max_pool2d(x, 1).flatten(1)
 
     def forward_head(self, feats: torch.Tensor) -> torch.Tensor:
         """(B, w3) -> (B, num_classes) logits."""

@@ -1,6 +1,7 @@
 """The ways one trained model is run for inference: precision, memory layout, compilation.
 
-A :class:`Variant` is fp32 or autocast (the runtime's low-precision dtype; bf16 on CPU),
+A :class:`Variant` is fp32 (IEEE), tf32 (fp32 storage, TF32 matmuls and convolutions: CUDA
+only) or autocast (the runtime's low-precision dtype; bf16 on CPU),
 contiguous or channels_last (only for models with Conv2d layers, where cuDNN/oneDNN have NHWC
 kernels), eager or ``torch.compile``. Autocast can silently do nothing (wrong device type,
 disabled by an outer context, an op list that excludes the layer), so every autocast
@@ -19,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cifarbench.config import ProfileConfig
-from cifarbench.runtime import Runtime
+from cifarbench.runtime import Runtime, tf32
 
 DTYPE_NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
 
@@ -33,10 +34,13 @@ class Variant:
     amp_dtype: torch.dtype | None  # None = fp32
     channels_last: bool = False
     compile: bool = False
+    tf32: bool = False  # fp32 with TF32 tensor-core maths (amp_dtype must be None)
 
     @property
     def dtype_name(self) -> str:
-        return "fp32" if self.amp_dtype is None else DTYPE_NAMES[self.amp_dtype]
+        if self.amp_dtype is None:
+            return "tf32" if self.tf32 else "fp32"
+        return DTYPE_NAMES[self.amp_dtype]
 
     @property
     def layout(self) -> str:
@@ -49,7 +53,7 @@ class Variant:
     @property
     def name(self) -> str:
         """E.g. ``fp32``, ``autocast-bf16/channels_last``, ``fp32/compile``."""
-        parts = ["fp32" if self.amp_dtype is None else f"autocast-{self.dtype_name}"]
+        parts = [self.dtype_name if self.amp_dtype is None else f"autocast-{self.dtype_name}"]
         if self.channels_last:
             parts.append("channels_last")
         if self.compile:
@@ -77,14 +81,16 @@ def autocast_dtype(runtime: Runtime) -> torch.dtype:
 
 def plan_variants(model: nn.Module, cfg: ProfileConfig, runtime: Runtime) -> list[Variant]:
     """Every combination the profile asks for, fp32 contiguous eager first (the reference)."""
-    dtypes = [None if p == "fp32" else autocast_dtype(runtime) for p in cfg.precisions]
+    # (amp dtype, tf32); TF32 exists on CUDA only, so a CPU run measures fp32 and autocast.
+    precisions = [(None, p == "tf32") if p in ("fp32", "tf32") else (autocast_dtype(runtime), False)
+                  for p in cfg.precisions if p != "tf32" or runtime.device.type == "cuda"]
     layouts = [False, True] if cfg.channels_last and has_conv(model) else [False]
     compiles = [False, True] if cfg.compile else [False]
     out: list[Variant] = []
     for c in compiles:
-        for d in dtypes:
+        for d, tf in precisions:
             for cl in layouts:
-                v = Variant(amp_dtype=d, channels_last=cl, compile=c)
+                v = Variant(amp_dtype=d, channels_last=cl, compile=c, tf32=tf)
                 if v not in out:
                     out.append(v)
     return out
@@ -120,6 +126,7 @@ def prepared(model: nn.Module, variant: Variant,
         model.to(memory_format=torch.channels_last)
     try:
         with contextlib.ExitStack() as stack:
+            stack.enter_context(tf32(variant.tf32))
             fn: Callable = model
             if variant.compile:
                 torch._dynamo.reset()
