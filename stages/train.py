@@ -12,6 +12,7 @@ from cifarbench.config import load_params
 from cifarbench.data import load_split
 from cifarbench.io import atomic_path, write_csv, write_json
 from cifarbench.models import build_model, count_params
+from cifarbench.profiling.breakdown import step_breakdown_ms
 from cifarbench.runtime import environment, resolve_runtime
 from cifarbench.train import to_device_data, train_runs
 
@@ -41,13 +42,15 @@ def main() -> None:
     def build() -> torch.nn.Module:
         return build_model(cfg, num_classes=data.num_classes, image_size=data.image_size)
 
-    runs, weights = train_runs(build, data, cfg.train, cfg.augment, rt, seed=params.seed,
-                               name=args.model)
-
-    metrics = results.summarize_runs(args.model, cfg.kind, cfg.train, runs,
-                                     n_params=count_params(build()), env=environment(rt))
+    training = train_runs(build, data, cfg, rt, seed=params.seed, name=args.model)
+    breakdown = step_breakdown_ms(training.model, data, cfg, rt, steps=cfg.train.breakdown_steps,
+                                  step_model=training.step_model)
+    runs = training.runs
+    metrics = results.summarize_runs(args.model, cfg.kind, cfg.train, training,
+                                     n_params=count_params(training.model),
+                                     breakdown_ms=breakdown, env=environment(rt))
     with atomic_path(args.weights) as tmp:
-        torch.save(weights, tmp)
+        torch.save(training.weights, tmp)
     write_csv(args.curves, results.mean_curves(runs))
     write_csv(args.run_curves, results.run_curves(runs))
     write_csv(args.confusion, results.confusion_rows(runs[0].predictions, data.y_test.cpu(),
