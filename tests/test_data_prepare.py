@@ -20,7 +20,7 @@ import pytest
 from PIL import Image
 
 from cifarbench.data import fetch_source, load_split, prepare_dataset, save_split
-from cifarbench.data.prepare import balanced_subset, channel_stats
+from cifarbench.data.prepare import balanced_subset, channel_stats, data_label
 from cifarbench.data.sources import _NumpyOnlyUnpickler
 from cifarbench.errors import UserError
 
@@ -270,6 +270,50 @@ def test_hidden_and_non_image_files_are_skipped_with_one_line(tmp_path):
     assert len(lines) == 1 and "skipped 5 hidden or non-image files" in lines[0]
 
 
+# ------------------------------------------------------------------------------------ naming
+
+
+@pytest.mark.parametrize("kind", ["dir", "tar.gz", "zip"])
+def test_own_imagefolder_is_named_after_its_folder_or_archive(kind, tmp_path):
+    files, _ = _imagefolder_files(np.random.default_rng(11), n_train=2, n_test=1, top="")
+    name = "pollen-grains" if kind == "dir" else f"pollen-grains.{kind}"
+    data = prepare_dataset(_raw(tmp_path, _archive(tmp_path / name, files)), log=QUIET)
+    assert data.label == "pollen-grains"
+    assert data.meta()["label"] == data.metrics()["label"] == "pollen-grains"
+
+
+def test_cifar_python_layout_that_is_not_the_official_data_is_not_called_cifar10(tmp_path):
+    # CIFAR-10's classes and file layout, but random pixels vouched for by a user's checksum
+    files, _ = _cifar_files(np.random.default_rng(12))
+    src = _archive(tmp_path / "look-alike.tar.gz", files)
+    data = prepare_dataset(_raw(tmp_path, src, sha256=_sha(src)), log=QUIET)
+    assert data.label == "look-alike"
+
+
+CIFAR_COUNTS = {"train": [5000] * 10, "test": [1000] * 10}
+
+
+@pytest.mark.parametrize("name, official, classes, counts, jpeg, expected", [
+    ("cifar-10-python.tar.gz", True, CIFAR_NAMES, CIFAR_COUNTS, False, "CIFAR-10"),
+    ("cifar-10-batches-py", True, CIFAR_NAMES, CIFAR_COUNTS, False, "CIFAR-10"),
+    ("cifar10-jpeg.tar.gz", False, CIFAR_NAMES, CIFAR_COUNTS, True, "CIFAR-10 (JPEG copy)"),
+    ("cifar10-png.zip", False, CIFAR_NAMES, CIFAR_COUNTS, False, "CIFAR-10 (cifar10-png)"),
+    # CIFAR's classes but not its size (a subset, or CINIC-10's 9,000 per class): its own name
+    ("cifar10-small", False, CIFAR_NAMES, {"train": [500] * 10, "test": [100] * 10}, True,
+     "cifar10-small"),
+    ("CINIC-10.tar.gz", False, CIFAR_NAMES, {"train": [9000] * 10, "test": [9000] * 10}, False,
+     "CINIC-10"),
+    ("digits", False, [f"digit_{k}" for k in range(10)],
+     {"train": [144] * 10, "test": [36] * 10}, False, "digits"),
+    ("flowers.TGZ", False, ["daisy", "rose"], {"train": [5000] * 2, "test": [1000] * 2}, True,
+     "flowers"),
+    (".tar.gz", False, ["a", "b"], {"train": [1, 1], "test": [1, 1]}, False, ".tar.gz"),
+])
+def test_data_label(name, official, classes, counts, jpeg, expected):
+    assert data_label(name, official_cifar10=official, classes=classes, class_counts=counts,
+                      all_jpeg=jpeg) == expected
+
+
 # ---------------------------------------------------------------------------------- bad data
 
 
@@ -412,8 +456,9 @@ def test_download_and_prepare_scripts_end_to_end(tmp_path):
     assert np.array_equal(x[0], pixels["mydata/train/cat/000.png"]) and len(y) == 12
     meta = json.loads((tmp_path / "data/prepared/meta.json").read_text())
     assert meta["classes"] == ["cat", "dog", "frog"] and meta["source"] == "mydata.tar.gz"
-    assert json.loads((tmp_path / "metrics/data.json").read_text())["test_class_counts"] == {
-        "cat": 2, "dog": 2, "frog": 2}
+    metrics = json.loads((tmp_path / "metrics/data.json").read_text())
+    assert metrics["test_class_counts"] == {"cat": 2, "dog": 2, "frog": 2}
+    assert meta["label"] == metrics["label"] == "mydata"
 
     # a bad value: one line on stderr, exit 2, nothing written
     params.write_text(f"data: {{source: mydata.tar.gz, train_size: 500}}\n{models}\n")

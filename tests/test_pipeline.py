@@ -39,7 +39,6 @@ TINY_OVERRIDES = {
     },
     "profile": {"batch_sizes": [1, 4], "warmup_iters": 1, "iters": 3, "latency_runs": 10,
                 "precisions": ["fp32"], "compile": False, "max_seconds_per_config": 2},
-    "report": {"data_label": "tiny synthetic"},
 }
 
 
@@ -83,7 +82,7 @@ def _stages_run(repro_output: str) -> set[str]:
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> Path:
     work = tmp_path_factory.mktemp("pipeline")
-    images = work / "images"
+    images = work / "bee-wings"  # named in the captions: report.data_label stays null
     _make_imagefolder(images)
     repo = work / "repo"
     repo.mkdir()
@@ -121,6 +120,12 @@ def test_repro_writes_every_metric(repo: Path) -> None:
         assert confusion[0] == "actual,predicted" and len(confusion) == 1 + 3 * 6
     report = json.loads((repo / "metrics/report.json").read_text())
     assert set(report["models"]) == {"cnn", "vit"}
+    assert report["data"]["label"] == "bee-wings"
+    summary = (repo / "metrics/summary.md").read_text()
+    assert "Precision: train fp32; inference " in summary  # inference: each headline variant
+    assert "Data: bee-wings, 48 train / 18 test images, 16×16 px." in summary
+    for text in (summary, (repo / "metrics/report.json").read_text()):
+        assert "cifar" not in text.lower()
     for png in ("performance_comparison", "memory_comparison", "efficiency_metrics",
                 "timing_breakdown"):
         assert (repo / f"plots/figures/{png}.png").stat().st_size > 10_000

@@ -6,6 +6,7 @@ The inputs are made by :func:`write_synthetic_inputs` with the project's own wri
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -16,19 +17,24 @@ from typing import Any
 
 import numpy as np
 import pytest
+import yaml
+from matplotlib.figure import Figure
+from matplotlib.text import Text
 from PIL import Image
 
 from cifarbench.config import Params, parse_params
+from cifarbench.data import fetch_source, prepare_dataset
 from cifarbench.errors import UserError
 from cifarbench.io import read_json, write_csv, write_json
 from cifarbench.report import ReportPaths, load_inputs, make_report, write_report
 from cifarbench.report.figures import confusion_matrix, pareto_front
-from cifarbench.report.tables import summary_markdown
+from cifarbench.report.tables import caption, summary_markdown
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ["airplane", "cat", "ship"]
-ENV = {"device": "cpu", "device_name": "Test CPU 9000", "dtype": "fp32", "torch_version": "2.14.1",
+ENV = {"device": "cpu", "device_name": "Test CPU 9000", "torch_version": "2.14.1",
        "cuda_version": None, "cpu_threads": 2}
+DATA_LABEL = "synthetic-shapes"  # the name the prepare stage gave the data (metrics/data.json)
 
 # Two models that split the wins: the CNN is more accurate, faster to train and lighter on
 # memory; the ViT has fewer parameters and a lower batch-1 latency, and never reaches the target.
@@ -36,18 +42,18 @@ MODELS: dict[str, dict[str, Any]] = {
     "cnn": dict(kind="cnn", acc=0.912, acc_std=0.004, runs=3, train_s=31.5, train_s_std=0.8, ttt=14.2,
                 params=1_970_000, train_mem=910.0, infer_mem=420.0, thr=21_500.0, lat_median=1.10,
                 flops=0.38e9, step={"data": 1.5, "forward": 9.0, "backward": 17.0, "optimizer": 2.5},
-                eval_s=1.9, failed=[]),
+                eval_s=1.9, failed=[], train_dtype="bf16", variant="autocast-bf16/channels_last"),
     "vit": dict(kind="vit", acc=0.853, acc_std=0.011, runs=3, train_s=62.0, train_s_std=1.4, ttt=None,
                 params=1_210_000, train_mem=1250.0, infer_mem=610.0, thr=9_800.0, lat_median=0.70,
                 flops=0.62e9, step={"data": 1.4, "forward": 15.0, "backward": 31.0, "optimizer": 1.8},
-                eval_s=3.1, failed=[1024]),
+                eval_s=3.1, failed=[1024], train_dtype="bf16", variant="fp32"),
 }
 
 
-def params_for(names: list[str]) -> Params:
+def params_for(names: list[str], data_label: str | None = None) -> Params:
     train = {"epochs": 5, "batch_size": 512, "optimizer": "sgd", "lr": 0.2}
     return parse_params({"models": {n: {"kind": MODELS[n]["kind"], "train": train} for n in names},
-                         "report": {"dpi": 150, "data_label": "Synthetic-3"}})
+                         "report": {"dpi": 150, "data_label": data_label}})
 
 
 def write_synthetic_inputs(root: Path, models: dict[str, dict[str, Any]]) -> ReportPaths:
@@ -58,7 +64,7 @@ def write_synthetic_inputs(root: Path, models: dict[str, dict[str, Any]]) -> Rep
                         confusion=root / "plots/confusion", throughput=root / "plots/throughput",
                         latency=root / "plots/latency")
     write_json(paths.data_metrics, {
-        "num_classes": 3, "image_size": 32, "train_images": 300, "test_images": 90,
+        "label": DATA_LABEL, "num_classes": 3, "image_size": 32, "train_images": 300, "test_images": 90,
         "train_class_counts": {c: 100 for c in CLASSES}, "test_class_counts": {c: 30 for c in CLASSES}})
     for name, m in models.items():
         runs = {f"run_{i}": {"seed": i, "test_accuracy": m["acc"], "train_time_s": m["train_s"],
@@ -69,7 +75,8 @@ def write_synthetic_inputs(root: Path, models: dict[str, dict[str, Any]]) -> Rep
             "epochs": 5, "runs": m["runs"], "params": m["params"], "peak_memory_mb": m["train_mem"],
             "peak_memory_kind": "host_peak_rss", "target_accuracy": 0.9, "time_to_target_s": m["ttt"],
             "train_throughput_img_s": 300 * 5 / m["train_s"], "test_loss": 0.4,
-            "breakdown_ms": m["step"], "eval_time_s": m["eval_s"], "batch_size": 512, **ENV, **runs})
+            "breakdown_ms": m["step"], "eval_time_s": m["eval_s"], "batch_size": 512,
+            "dtype": m["train_dtype"], **ENV, **runs})
 
         latency = m["lat_median"] * rng.lognormal(0.0, 0.15, size=200)
         p50, p90, p99 = (float(np.percentile(latency, q)) for q in (50, 90, 99))
@@ -80,9 +87,10 @@ def write_synthetic_inputs(root: Path, models: dict[str, dict[str, Any]]) -> Rep
             "flops_per_image": m["flops"], "train_flops_per_image": 3 * m["flops"], "params": m["params"],
             "param_memory_mb": m["params"] * 4 / 2**20, "checkpoint_mb": m["params"] * 4 / 2**20 + 0.1,
             "peak_memory_mb": m["infer_mem"], "peak_memory_kind": "host_peak_rss",
-            "headline_variant": "fp32", "failed_batch_sizes": m["failed"],
-            "variants": {"fp32": {"throughput_img_s": m["thr"], "latency_p50_ms": p50, "compile_time_s": None}},
-            **ENV})
+            "headline_variant": m["variant"], "failed_batch_sizes": m["failed"],
+            "variants": {m["variant"]: {"throughput_img_s": m["thr"], "latency_p50_ms": p50,
+                                        "compile_time_s": None}},
+            "dtype": "fp32" if m["variant"].startswith("fp32") else "bf16", **ENV})
         write_csv(paths.throughput / f"{name}.csv", [
             {"batch_size": b, "throughput_img_s": m["thr"] * b / (b + 20), "step_ms_median": 1000 * b / m["thr"],
              "step_ms_iqr": 0.1, "peak_memory_mb": m["infer_mem"] * (0.3 + 0.7 * b / batch_sizes[-1])}
@@ -205,7 +213,10 @@ def test_report_numbers_equal_the_metrics_read(two_models):
             files["train"]["test_accuracy"] / files["profile"]["param_memory_mb"])
         assert numbers["step_total_ms"] == pytest.approx(sum(files["train"]["breakdown_ms"].values()))
     assert report["environment"] == ENV
-    assert report["data"] == {"label": "Synthetic-3", "num_classes": 3, "image_size": 32,
+    assert report["precision"] == {"train": {"cnn": "bf16", "vit": "bf16"},
+                                   "inference": {"cnn": "autocast-bf16/channels_last",
+                                                 "vit": "fp32"}}
+    assert report["data"] == {"label": DATA_LABEL, "num_classes": 3, "image_size": 32,
                               "train_images": 300, "test_images": 90}
     assert report["params"] == params_for(["cnn", "vit"]).model_dump(mode="json")
 
@@ -245,11 +256,77 @@ def test_summary_marks_the_right_winners(two_models):
     assert rows["vit"][header.index("Time to 90% (s)") - 1] == "not reached"
 
 
-def test_summary_caption_names_device_and_data(two_models):
+def figure_text(fig: Figure) -> str:
+    """Every piece of text drawn in ``fig``, line breaks as spaces."""
+    return " ".join(" ".join(t.get_text().split()) for t in fig.findobj(Text))
+
+
+def test_summary_caption_names_device_precision_per_phase_and_data(two_models):
     _, root = two_models
-    caption = (root / "metrics/summary.md").read_text().split("\n\n")[1]
-    assert "Test CPU 9000" in caption and "fp32" in caption
-    assert "Synthetic-3" in caption and "300 train / 90 test images" in caption
+    notes = (root / "metrics/summary.md").read_text().split("\n\n")[1]
+    assert notes.startswith(
+        "Measured on Test CPU 9000 (cpu, torch 2.14.1). Precision: train bf16; inference "
+        "cnn autocast-bf16/channels_last, vit fp32. Data: synthetic-shapes, 300 train / 90 test "
+        "images, 32×32 px.")
+
+
+def test_figures_carry_the_summary_caption(tmp_path):
+    paths = write_synthetic_inputs(tmp_path, {"cnn": MODELS["cnn"], "vit": MODELS["vit"]})
+    report = make_report(load_inputs(["cnn", "vit"], paths), params_for(["cnn", "vit"]))
+    assert caption(report.numbers) + "." in report.summary
+    for name, fig in report.figures.items():
+        assert caption(report.numbers) in figure_text(fig), name
+
+
+def test_caption_names_each_models_training_precision_where_they_differ(tmp_path):
+    paths = write_synthetic_inputs(tmp_path, {"cnn": MODELS["cnn"],
+                                              "vit": {**MODELS["vit"], "train_dtype": "fp32"}})
+    report = make_report(load_inputs(["cnn", "vit"], paths), params_for(["cnn", "vit"]))
+    assert ("Precision: train cnn bf16, vit fp32; inference cnn autocast-bf16/channels_last, "
+            "vit fp32.") in report.summary
+    assert report.numbers["precision"]["train"] == {"cnn": "bf16", "vit": "fp32"}
+
+
+def test_report_data_label_overrides_the_prepared_name(tmp_path):
+    paths = write_synthetic_inputs(tmp_path, {"cnn": MODELS["cnn"]})
+    report = make_report(load_inputs(["cnn"], paths), params_for(["cnn"], data_label="Shapes v2"))
+    assert report.numbers["data"]["label"] == "Shapes v2"
+    assert "Data: Shapes v2, 300 train" in report.summary
+    assert all("Data: Shapes v2," in figure_text(fig) for fig in report.figures.values())
+    assert DATA_LABEL not in report.summary
+
+
+def test_own_imagefolder_is_named_and_cifar_named_nowhere(tmp_path):
+    """The README's own-data example: the project's params.yaml, data.source at a folder."""
+    rng = np.random.default_rng(0)
+    images = tmp_path / "pollen-grains"
+    for split, n in (("train", 6), ("test", 2)):
+        for c in CLASSES:  # three of CIFAR-10's class names: still not CIFAR-10
+            (images / split / c).mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(
+                    images / split / c / f"{i}.png")
+    raw = tmp_path / "data/raw"
+    write_json(raw / "source.json", fetch_source(str(images), raw, log=io.StringIO()))
+    data = prepare_dataset(raw, image_size=8, log=io.StringIO())
+    paths = write_synthetic_inputs(tmp_path, {"cnn": MODELS["cnn"], "vit": MODELS["vit"]})
+    write_json(paths.data_metrics, data.metrics())
+    raw_params = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw_params["data"]["source"] = str(images)
+    params = parse_params(raw_params)
+    assert params.report.data_label is None  # the project's default: no label to set
+
+    report = make_report(load_inputs(list(params.models), paths), params)
+    write_report(report, figures_dir=tmp_path / "plots/figures",
+                 report_path=tmp_path / "metrics/report.json",
+                 summary_path=tmp_path / "metrics/summary.md")
+    texts = {name: figure_text(fig) for name, fig in report.figures.items()}
+    texts["summary.md"] = (tmp_path / "metrics/summary.md").read_text()
+    texts["report.json"] = (tmp_path / "metrics/report.json").read_text()
+    for name, text in texts.items():
+        assert "pollen-grains" in text, name
+        assert "cifar" not in text.lower(), name
+    assert "Data: pollen-grains, 18 train / 6 test images, 8×8 px" in texts["summary.md"]
 
 
 def test_tied_values_share_the_win(tmp_path):
@@ -299,6 +376,7 @@ def drop_key(path: Path, dotted: str) -> None:
     ("profile_metrics", "latency_ms.p99"),
     ("profile_metrics", "param_memory_mb"),
     ("data_metrics", "test_class_counts"),
+    ("data_metrics", "label"),
 ])
 def test_missing_key_names_file_and_key(tmp_path, where, key):
     paths = write_synthetic_inputs(tmp_path, {"cnn": MODELS["cnn"], "vit": MODELS["vit"]})

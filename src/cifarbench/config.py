@@ -163,7 +163,9 @@ class ReportConfig(_Strict):
     """Figures and tables (stage report)."""
 
     dpi: Annotated[int, Field(ge=72, le=600)] = 150
-    data_label: str = "CIFAR-10"  # named in every figure caption
+    # The data's name in every caption; None: the name the prepare stage gave it
+    # (metrics/data.json "label": CIFAR-10, or the source's folder or archive name).
+    data_label: Annotated[str, Field(min_length=1)] | None = None
 
 
 # ------------------------------------------------------------------------------------- root

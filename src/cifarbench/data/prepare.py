@@ -7,6 +7,8 @@ centre-cropped (the usual ``Resize`` + ``CenterCrop`` evaluation transform). Arr
 NHWC with int64 labels, loadable without pickle; the full CIFAR-10 train split loads in a few
 hundredths of a second. ``data.train_size``/``data.test_size`` take class-balanced subsets that
 are deterministic for a seed and nested (a larger subset keeps the smaller one's images).
+The data set's name (``label`` in ``meta.json`` and ``metrics/data.json``, printed in every report
+caption) is decided here, from what was read: see :func:`data_label`.
 """
 
 from __future__ import annotations
@@ -33,6 +35,10 @@ from cifarbench.errors import UserError
 from cifarbench.io import atomic_path
 
 SOURCE_RECORD = "source.json"  # written by the download stage beside the fetched entry
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
+                   "truck")
+CIFAR10_PER_CLASS = {"train": 5000, "test": 1000}  # images per class in each split
+ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz", ".tar", ".zip")
 _SPLIT_STREAM = {"train": 0, "test": 1}  # independent random streams per split
 
 
@@ -41,6 +47,7 @@ class PreparedData:
     classes: list[str]  # sorted; label i is classes[i]
     layout: str  # "cifar-python" | "imagefolder"
     source: str  # data.source as the download stage recorded it
+    label: str  # the data set's name for captions, from data_label()
     image_size: int
     train_x: np.ndarray  # (N, H, W, 3) uint8 RGB
     train_y: np.ndarray  # (N,) int64
@@ -57,13 +64,14 @@ class PreparedData:
         """``data/prepared/meta.json``."""
         return {"classes": self.classes, "num_classes": len(self.classes),
                 "image_size": self.image_size, "mean": self.mean, "std": self.std,
-                "layout": self.layout, "source": self.source,
+                "layout": self.layout, "source": self.source, "label": self.label,
                 "train_images": len(self.train_y), "test_images": len(self.test_y)}
 
     def metrics(self) -> dict:
         """``metrics/data.json``."""
-        return {"num_classes": len(self.classes), "image_size": self.image_size,
-                "train_images": len(self.train_y), "test_images": len(self.test_y),
+        return {"label": self.label, "num_classes": len(self.classes),
+                "image_size": self.image_size, "train_images": len(self.train_y),
+                "test_images": len(self.test_y),
                 "train_class_counts": self.class_counts(self.train_y),
                 "test_class_counts": self.class_counts(self.test_y)}
 
@@ -86,26 +94,38 @@ def prepare_dataset(raw_dir: str | Path, *, image_size: int = 32, train_size: in
     with open_source(entry) as src:
         layout = detect_layout(src)
         if isinstance(layout, CifarPythonLayout):
-            classes, splits = _read_cifar(src, layout, trusted=_archive_verified(entry, record))
+            classes, splits, official = _read_cifar(src, layout,
+                                                    trusted=_archive_verified(entry, record))
+            counts = {split: np.bincount(y, minlength=len(classes)).tolist()
+                      for split, (_, y) in splits.items()}
+            all_jpeg = False
             for split, (x, y) in splits.items():
                 keep = balanced_subset(y, sizes[split], num_classes=len(classes), seed=seed,
                                        split=split)
                 splits[split] = (_resize_all(x[keep], image_size), y[keep])
             kind = "cifar-python"
         else:
-            classes = layout.classes
+            classes, official = layout.classes, False
+            items = {"train": layout.train, "test": layout.test}
+            counts = {split: np.bincount([label for _, label in split_items],
+                                         minlength=len(classes)).tolist()
+                      for split, split_items in items.items()}
+            all_jpeg = all(member.lower().endswith((".jpg", ".jpeg"))
+                           for split_items in items.values() for member, _ in split_items)
             splits = _read_imagefolder(src, layout, sizes, image_size=image_size, seed=seed,
                                        log=log)
             kind = "imagefolder"
 
     (train_x, train_y), (test_x, test_y) = splits["train"], splits["test"]
     mean, std = channel_stats(train_x)
-    print(f"prepare: {kind} from {entry}: {len(classes)} classes, {len(train_y)} train and "
-          f"{len(test_y)} test images of {image_size}x{image_size} "
+    label = data_label(record["name"], official_cifar10=official, classes=classes,
+                       class_counts=counts, all_jpeg=all_jpeg)
+    print(f"prepare: {label!r}, {kind} from {entry}: {len(classes)} classes, {len(train_y)} train "
+          f"and {len(test_y)} test images of {image_size}x{image_size} "
           f"({time.perf_counter() - start:.1f} s)", file=log)
     return PreparedData(classes=classes, layout=kind, source=str(record.get("source", entry)),
-                        image_size=image_size, train_x=train_x, train_y=train_y, test_x=test_x,
-                        test_y=test_y, mean=mean, std=std)
+                        label=label, image_size=image_size, train_x=train_x, train_y=train_y,
+                        test_x=test_x, test_y=test_y, mean=mean, std=std)
 
 
 def read_source_record(raw_dir: Path) -> dict:
@@ -137,6 +157,33 @@ def _archive_verified(entry: Path, record: dict) -> bool:
         while chunk := f.read(1 << 20):
             sha.update(chunk)
     return sha.hexdigest() == record.get("sha256")
+
+
+# ---------------------------------------------------------------------------------- naming
+
+
+def data_label(source_name: str, *, official_cifar10: bool, classes: list[str],
+               class_counts: dict[str, list[int]], all_jpeg: bool) -> str:
+    """The data set's name in captions: CIFAR-10 only where the images are CIFAR-10's.
+
+    ``CIFAR-10`` when the batches are the official files; ``CIFAR-10 (JPEG copy)`` (or
+    ``CIFAR-10 (<source>)`` for other formats) for a copy that has CIFAR-10's classes and its
+    5,000 train / 1,000 test images per class; otherwise the source's own folder or archive
+    name, without its archive suffix. ``class_counts`` are per split, before any subset.
+    """
+    if official_cifar10:
+        return "CIFAR-10"
+    name = source_name
+    for suffix in ARCHIVE_SUFFIXES:
+        if name.lower().endswith(suffix) and len(name) > len(suffix):
+            name = name[:-len(suffix)]
+            break
+    cifar_copy = tuple(classes) == CIFAR10_CLASSES and all(
+        counts == [CIFAR10_PER_CLASS[split]] * len(classes)
+        for split, counts in class_counts.items())
+    if cifar_copy:
+        return "CIFAR-10 (JPEG copy)" if all_jpeg else f"CIFAR-10 ({name})"
+    return name
 
 
 # --------------------------------------------------------------------------------- subsets
@@ -186,20 +233,20 @@ def _balanced_quota(counts: np.ndarray, size: int) -> np.ndarray:
 # ------------------------------------------------------------------------------ CIFAR batches
 
 
-def _read_cifar(src: Source, layout: CifarPythonLayout,
-                *, trusted: bool) -> tuple[list[str], dict[str, tuple[np.ndarray, np.ndarray]]]:
+def _read_cifar(src: Source, layout: CifarPythonLayout, *, trusted: bool
+                ) -> tuple[list[str], dict[str, tuple[np.ndarray, np.ndarray]], bool]:
+    """Classes, both splits, and whether every file is the official CIFAR-10 one."""
     members = {layout.member(n): n for n in CIFAR_FILES}
     blobs = {members[m]: data for m, data in src.read(members)}
-    if not trusted:
-        # Pickles run code when loaded; the restricted unpickler stops that, and we still only
-        # read batches whose origin is vouched for: a checksum, or the official files' MD5s.
-        differ = [n for n in CIFAR_FILES if hashlib.md5(blobs[n]).hexdigest() != CIFAR_FILE_MD5[n]]
-        if differ:
-            raise UserError(
-                f"{src.label}: the CIFAR-10 python batches are pickles and this source is not "
-                f"verified ({', '.join(differ)} differ from the official files and no checksum "
-                "was given); set data.sha256 (or data.md5) to the archive's checksum to vouch "
-                "for it")
+    differ = [n for n in CIFAR_FILES if hashlib.md5(blobs[n]).hexdigest() != CIFAR_FILE_MD5[n]]
+    # Pickles run code when loaded; the restricted unpickler stops that, and we still only
+    # read batches whose origin is vouched for: a checksum, or the official files' MD5s.
+    if differ and not trusted:
+        raise UserError(
+            f"{src.label}: the CIFAR-10 python batches are pickles and this source is not "
+            f"verified ({', '.join(differ)} differ from the official files and no checksum "
+            "was given); set data.sha256 (or data.md5) to the archive's checksum to vouch "
+            "for it")
     where = {n: f"{src.label}: {layout.member(n)}" for n in CIFAR_FILES}
     names = parse_cifar_meta(blobs["batches.meta"], label=where["batches.meta"])
     parts = [parse_cifar_batch(blobs[b], label=where[b]) for b in CIFAR_TRAIN_BATCHES]
@@ -215,7 +262,7 @@ def _read_cifar(src: Source, layout: CifarPythonLayout,
             raise UserError(f"{src.label}: {split} labels must lie in 0..{len(names) - 1} "
                             f"(batches.meta has {len(names)} classes), found {y.min()}..{y.max()}")
         splits[split] = (x, to_sorted[y])
-    return classes, splits
+    return classes, splits, not differ
 
 
 def _resize_all(x: np.ndarray, size: int) -> np.ndarray:

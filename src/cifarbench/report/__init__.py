@@ -18,7 +18,7 @@ from cifarbench.io import atomic_path, write_json
 from cifarbench.report.figures import render_figures
 from cifarbench.report.load import ModelResults, ReportInputs, ReportPaths, load_inputs
 from cifarbench.report.style import save_figure
-from cifarbench.report.tables import build_report, summary_markdown
+from cifarbench.report.tables import build_report, caption, summary_markdown
 
 __all__ = ["ModelResults", "Report", "ReportInputs", "ReportPaths", "load_inputs", "make_report",
            "write_report"]
@@ -34,7 +34,7 @@ class Report:
 
 def make_report(inputs: ReportInputs, params: Params) -> Report:
     numbers = build_report(inputs, params)
-    return Report(figures=render_figures(inputs, params.report), numbers=numbers,
+    return Report(figures=render_figures(inputs, caption(numbers)), numbers=numbers,
                   summary=summary_markdown(numbers), dpi=params.report.dpi)
 
 

@@ -2,9 +2,9 @@
 
 The four figures of the original CNN-vs-ViT benchmark (performance, memory, efficiency, timing
 breakdown), redrawn to read at a glance: every value written on its bar, units on every axis,
-one colour per model throughout, and a caption naming the device, dtype and data. Training
-curves and a row-normalised confusion matrix per model complete the set. Every number drawn
-comes from :func:`cifarbench.report.tables.headline_numbers` or the validated plot tables, so
+one colour per model throughout, and a caption naming the device, each phase's precision and
+the data (:func:`cifarbench.report.tables.caption`). Training curves and a row-normalised
+confusion matrix per model complete the set. Every number drawn comes from :func:`cifarbench.report.tables.headline_numbers` or the validated plot tables, so
 the pictures and ``report.json`` never disagree.
 """
 
@@ -20,12 +20,10 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
 
-from cifarbench.config import ReportConfig
 from cifarbench.report.load import ModelResults, ReportInputs
 from cifarbench.report.style import (FigureStyle, fmt_number, label_bars, model_colors, model_ticks,
                                      new_figure, phase_colors, theme)
-from cifarbench.report.tables import (STEP_PARTS, caption, data_description, environment,
-                                      fmt_percent, headline_numbers)
+from cifarbench.report.tables import STEP_PARTS, fmt_percent, headline_numbers
 
 _MAX_ANNOTATED_CLASSES = 20  # beyond this, numbers in confusion cells become unreadable
 BAR = dict(width=0.6, edgecolor="black", linewidth=0.6)  # every bar chart of a model comparison
@@ -437,14 +435,9 @@ def confusion_figure(m: ModelResults, class_names: Sequence[str], style: FigureS
 # ------------------------------------------------------------------------------------ all
 
 
-def figure_style(inputs: ReportInputs, cfg: ReportConfig) -> FigureStyle:
-    return FigureStyle(colors=model_colors(list(inputs.models)),
-                       caption=caption(environment(inputs), data_description(inputs, cfg.data_label)))
-
-
-def render_figures(inputs: ReportInputs, cfg: ReportConfig) -> dict[str, Figure]:
-    """Every report figure, keyed by its PNG file name."""
-    style = figure_style(inputs, cfg)
+def render_figures(inputs: ReportInputs, caption: str) -> dict[str, Figure]:
+    """Every report figure, keyed by its PNG file name, each with ``caption`` under it."""
+    style = FigureStyle(colors=model_colors(list(inputs.models)), caption=caption)
     with theme():
         figures = {
             "performance_comparison.png": performance_comparison(inputs, style),

@@ -72,6 +72,7 @@ def _is_int(v: Any) -> bool:
 
 
 STRING: Spec = ("a string", lambda v: isinstance(v, str))
+NON_EMPTY: Spec = ("a non-empty string", lambda v: isinstance(v, str) and v.strip() != "")
 NON_NEG: Spec = ("a finite number >= 0", lambda v: _is_number(v) and v >= 0)
 POSITIVE: Spec = ("a finite number > 0", lambda v: _is_number(v) and v > 0)
 FRACTION: Spec = ("a number in [0, 1]", lambda v: _is_number(v) and 0 <= v <= 1)
@@ -89,16 +90,17 @@ def nullable(spec: Spec) -> Spec:
     return (f"{what} or null", lambda v: v is None or check(v))
 
 
+# Where a number was measured: the same for every file of one machine.
 ENVIRONMENT_SCHEMA: dict[str, Spec] = {
     "device": STRING,
     "device_name": STRING,
-    "dtype": STRING,
     "torch_version": STRING,
     "cuda_version": nullable(STRING),
     "cpu_threads": POS_INT,
 }
 
 DATA_SCHEMA: dict[str, Spec] = {
+    "label": NON_EMPTY,  # the data set's name, given by the prepare stage
     "num_classes": POS_INT,
     "image_size": POS_INT,
     "train_images": NON_NEG_INT,
@@ -130,6 +132,7 @@ TRAIN_SCHEMA: dict[str, Spec] = {
     "breakdown_ms.backward": NON_NEG,
     "breakdown_ms.optimizer": NON_NEG,
     "eval_time_s": NON_NEG,
+    "dtype": STRING,  # training precision
     **ENVIRONMENT_SCHEMA,
 }
 
@@ -148,7 +151,7 @@ PROFILE_SCHEMA: dict[str, Spec] = {
     "checkpoint_mb": NON_NEG,
     "peak_memory_mb": NON_NEG,
     "peak_memory_kind": STRING,
-    "headline_variant": STRING,
+    "headline_variant": STRING,  # precision, layout and compile mode of the headline numbers
     "failed_batch_sizes": INT_LIST,
     **ENVIRONMENT_SCHEMA,
 }

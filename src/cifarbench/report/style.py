@@ -46,7 +46,7 @@ _RC = {
 @dataclass(frozen=True)
 class FigureStyle:
     colors: dict[str, Color]  # model name -> colour, the same in every figure
-    caption: str  # device, dtype and data, printed under every figure
+    caption: str  # device, precision per phase and data, printed under every figure
 
 
 def model_colors(names: Sequence[str]) -> dict[str, Color]:
@@ -82,8 +82,9 @@ def new_figure(nrows: int, ncols: int, *, width: float, height: float,
 def add_caption(fig: Figure, text: str) -> None:
     # supxlabel takes part in the constrained layout, so the caption never overlaps the axes
     width_chars = int(fig.get_figwidth() * 72 / (CAPTION_FONTSIZE * 0.55))
-    fig.supxlabel(textwrap.fill(text, width_chars), fontsize=CAPTION_FONTSIZE, color="0.3",
-                  fontweight="normal")
+    # no break after a hyphen: "CIFAR-10" or "autocast-bf16" stay whole on one line
+    fig.supxlabel(textwrap.fill(text, width_chars, break_on_hyphens=False),
+                  fontsize=CAPTION_FONTSIZE, color="0.3", fontweight="normal")
 
 
 def fmt_number(value: float) -> str:

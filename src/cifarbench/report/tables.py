@@ -66,7 +66,7 @@ def headline_numbers(m: ModelResults) -> dict[str, Any]:
 
 
 def environment(inputs: ReportInputs) -> dict[str, Any]:
-    """Where the numbers were measured, from every train and profile metrics file.
+    """Where the numbers were measured (machine, software), from every train and profile file.
 
     Normally all files agree; when they do not (say, one model trained on another machine), the
     value lists the distinct values joined by " | " so the difference is visible, not hidden.
@@ -82,10 +82,19 @@ def environment(inputs: ReportInputs) -> dict[str, Any]:
     return env
 
 
-def data_description(inputs: ReportInputs, label: str) -> dict[str, Any]:
+def precision(inputs: ReportInputs) -> dict[str, dict[str, str]]:
+    """Per phase and model: the training dtype and the inference variant of the headline numbers
+    (``fp32``, ``autocast-bf16/channels_last``, ...), each as its metrics file names it."""
+    return {"train": {n: m.train["dtype"] for n, m in inputs.models.items()},
+            "inference": {n: m.profile["headline_variant"] for n, m in inputs.models.items()}}
+
+
+def data_description(inputs: ReportInputs, label: str | None) -> dict[str, Any]:
+    """The data measured on; ``label`` (report.data_label) overrides the prepared data's name."""
     d = inputs.data
-    return {"label": label, "num_classes": d["num_classes"], "image_size": d["image_size"],
-            "train_images": d["train_images"], "test_images": d["test_images"]}
+    return {"label": d["label"] if label is None else label, "num_classes": d["num_classes"],
+            "image_size": d["image_size"], "train_images": d["train_images"],
+            "test_images": d["test_images"]}
 
 
 # --------------------------------------------------------------------------- summary columns
@@ -143,6 +152,7 @@ def build_report(inputs: ReportInputs, params: Params) -> dict[str, Any]:
         "models": models,
         "winners": winners(models),
         "environment": environment(inputs),
+        "precision": precision(inputs),
         "data": data_description(inputs, params.report.data_label),
         "params": params.model_dump(mode="json"),
     }
@@ -151,12 +161,23 @@ def build_report(inputs: ReportInputs, params: Params) -> dict[str, Any]:
 # ------------------------------------------------------------------------------ Markdown
 
 
-def caption(env: Mapping[str, Any], data: Mapping[str, Any]) -> str:
-    """One line naming the device, dtype and data; shared by the summary and every figure."""
+def caption(report: Mapping[str, Any]) -> str:
+    """The device, the precision of each phase and the data, from ``report.json``'s content;
+    shared by the summary and every figure."""
+    env, data, prec = report["environment"], report["data"], report["precision"]
     size = data["image_size"]
-    return (f"Measured on {env['device_name']} ({env['device']}, {env['dtype']}, "
-            f"torch {env['torch_version']}); data: {data['label']}, {data['train_images']:,} train / "
-            f"{data['test_images']:,} test images, {size}×{size} px")
+    return (f"Measured on {env['device_name']} ({env['device']}, torch {env['torch_version']}). "
+            f"Precision: train {_per_model(prec['train'])}; inference "
+            f"{_per_model(prec['inference'])}. Data: {data['label']}, {data['train_images']:,} "
+            f"train / {data['test_images']:,} test images, {size}×{size} px")
+
+
+def _per_model(values: Mapping[str, str]) -> str:
+    """'bf16' when every model shares the value, else 'cnn bf16, vit fp32'."""
+    distinct = set(values.values())
+    if len(distinct) == 1:
+        return distinct.pop()
+    return ", ".join(f"{name} {value}" for name, value in values.items())
 
 
 def fmt_percent(fraction: float) -> str:
@@ -196,7 +217,7 @@ def summary_markdown(report: Mapping[str, Any]) -> str:
             cells.append(f"**{text}**" if name in wins[col.key] else text)
         lines.append("| " + " | ".join(cells) + " |")
     runs = sorted({nums["runs"] for nums in models.values()})
-    notes = [caption(report["environment"], report["data"]) + "."]
+    notes = [caption(report) + "."]
     if runs != [1]:
         notes.append(f"Accuracy is the mean ± std over {'/'.join(map(str, runs))} runs.")
     if len(models) > 1:
