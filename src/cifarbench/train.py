@@ -32,7 +32,6 @@ from cifarbench.config import AugmentConfig, TrainConfig
 from cifarbench.errors import UserError
 from cifarbench.runtime import Runtime
 
-
 # ------------------------------------------------------------------------------------ data
 
 

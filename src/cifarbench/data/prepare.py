@@ -26,9 +26,18 @@ import numpy as np
 from PIL import Image, ImageOps
 from tqdm import tqdm
 
-from cifarbench.data.sources import (CIFAR_FILE_MD5, CIFAR_FILES, CIFAR_TRAIN_BATCHES,
-                                     CifarPythonLayout, ImageFolderLayout, Source, detect_layout,
-                                     open_source, parse_cifar_batch, parse_cifar_meta)
+from cifarbench.data.sources import (
+    CIFAR_FILE_MD5,
+    CIFAR_FILES,
+    CIFAR_TRAIN_BATCHES,
+    CifarPythonLayout,
+    ImageFolderLayout,
+    Source,
+    detect_layout,
+    open_source,
+    parse_cifar_batch,
+    parse_cifar_meta,
+)
 from cifarbench.errors import UserError
 from cifarbench.io import atomic_path
 

@@ -9,8 +9,6 @@ embedding and a class token; both of those remain options. Patch 4 on 32x32 give
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from einops import rearrange

@@ -21,14 +21,18 @@ import torch
 from torch import nn
 
 from cifarbench.config import ProfileConfig
-from cifarbench.profiling.flops import forward_flops_per_image, train_flops_per_image
 from cifarbench.models import count_params
+from cifarbench.profiling.flops import forward_flops_per_image, train_flops_per_image
 from cifarbench.profiling.memory import file_mb, is_oom, param_memory_mb, release_memory
-from cifarbench.profiling.sweep import (MakeInput, Sweep, inference_region, measure_latency,
-                                        sweep_batch_sizes)
+from cifarbench.profiling.sweep import MakeInput, Sweep, inference_region, measure_latency, sweep_batch_sizes
 from cifarbench.profiling.timing import StepTimes, latency_summary_ms
-from cifarbench.profiling.variants import (AutocastInactiveError, Variant, plan_variants,
-                                           prepare_input, prepared)
+from cifarbench.profiling.variants import (
+    AutocastInactiveError,
+    Variant,
+    plan_variants,
+    prepare_input,
+    prepared,
+)
 from cifarbench.runtime import Runtime, environment
 
 # Relative L2 error of the logits against the fp32 eager reference that still counts as the
@@ -222,11 +226,11 @@ def _profile_variant(model: nn.Module, variant: Variant, make_input: MakeInput,
             try:
                 result.latency = measure_latency(fn, make_input, variant=variant, runtime=runtime,
                                                  warmup_iters=warmup, runs=cfg.latency_runs)
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 if not is_oom(exc):
                     raise
                 result.error = "out of memory at batch size 1 (latency)"
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         # Inductor/dynamo failures are many and varied; a failed compile must not cost the
         # eager numbers. Eager variants re-raise: there a failure is a bug.
         if not variant.compile or isinstance(exc, AutocastInactiveError):

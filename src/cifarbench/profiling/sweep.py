@@ -107,7 +107,7 @@ def sweep_batch_sizes(fn: Forward, make_input: MakeInput, batch_sizes: list[int]
         try:
             point = measure_batch(fn, make_input, bs, variant=variant, runtime=runtime,
                                   warmup_iters=warmup_iters, iters=iters, max_seconds=max_seconds)
-        except Exception as exc:  # noqa: BLE001 - anything but an OOM is re-raised
+        except Exception as exc:
             if not is_oom(exc):
                 raise
         if point is None:

@@ -22,10 +22,24 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
 
 from cifarbench.config import ReportConfig
 from cifarbench.report.load import ModelResults, ReportInputs
-from cifarbench.report.style import (FigureStyle, fmt_number, label_bars, model_colors, model_ticks,
-                                     new_figure, phase_colors, theme)
-from cifarbench.report.tables import (STEP_PARTS, caption, data_description, environment,
-                                      fmt_percent, headline_numbers)
+from cifarbench.report.style import (
+    FigureStyle,
+    fmt_number,
+    label_bars,
+    model_colors,
+    model_ticks,
+    new_figure,
+    phase_colors,
+    theme,
+)
+from cifarbench.report.tables import (
+    STEP_PARTS,
+    caption,
+    data_description,
+    environment,
+    fmt_percent,
+    headline_numbers,
+)
 
 _MAX_ANNOTATED_CLASSES = 20  # beyond this, numbers in confusion cells become unreadable
 BAR = dict(width=0.6, edgecolor="black", linewidth=0.6)  # every bar chart of a model comparison
