@@ -79,10 +79,7 @@ def resolve_runtime(device: str = "auto", precision: str = "auto", threads: int 
 
 def environment(rt: Runtime) -> dict:
     """Flat description of where a measurement was taken (recorded in every metrics file)."""
-    if rt.device.type == "cuda":
-        name = torch.cuda.get_device_name(rt.device)
-    else:
-        name = _cpu_model_name()
+    name = torch.cuda.get_device_name(rt.device) if rt.device.type == "cuda" else _cpu_model_name()
     return {
         "device": rt.device.type,
         "device_name": name,

@@ -60,7 +60,7 @@ class PreparedData:
 
     def class_counts(self, y: np.ndarray) -> dict[str, int]:
         counts = np.bincount(y, minlength=len(self.classes))
-        return {c: int(n) for c, n in zip(self.classes, counts)}
+        return {c: int(n) for c, n in zip(self.classes, counts, strict=True)}
 
     def meta(self) -> dict:
         """``data/prepared/meta.json``."""
@@ -278,7 +278,7 @@ def decode_image(data: bytes, size: int, *, label: str = "image") -> np.ndarray:
             if img.format == "JPEG" and min(img.size) >= 2 * size:
                 img.draft(None, (size, size))  # let libjpeg downscale by 2/4/8 while decoding
             return np.asarray(_fit(to_rgb(img), size), dtype=np.uint8)
-    except Exception as exc:  # PIL raises many types for bad data; all mean "cannot decode"
+    except Exception as exc:  # noqa: BLE001 - PIL raises many types for bad data; all mean "cannot decode"
         kind = "not a recognised image" if isinstance(exc, Image.UnidentifiedImageError) else exc
         ext = posixpath.splitext(label)[1] or "(none)"
         raise UserError(f"{label}: cannot decode image with extension {ext}: {kind}") from None

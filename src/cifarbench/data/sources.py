@@ -170,7 +170,7 @@ class _DirSource(Source):
 class _TarSource(Source):
     def __init__(self, path: Path, mode: str) -> None:
         super().__init__(str(path))
-        self._file = open(path, "rb")
+        self._file = open(path, "rb")  # noqa: SIM115 - the source owns it; close() closes it
         self._tar: tarfile.TarFile | None = None
         try:
             self._index(mode)
@@ -180,7 +180,7 @@ class _TarSource(Source):
 
     def _index(self, mode: str) -> None:
         try:
-            self._tar = tarfile.open(fileobj=self._file, mode=mode)
+            self._tar = tarfile.open(fileobj=self._file, mode=mode)  # noqa: SIM115 - closed by close()
             members = self._tar.getmembers()  # one pass through the (decompressed) stream
             self._check_end(members)
         except _READ_ERRORS as exc:
@@ -456,7 +456,7 @@ def restricted_loads(data: bytes, *, label: str) -> Any:
     """Unpickle a CIFAR python batch (Python 2 pickle; keys come back as bytes)."""
     try:
         return _NumpyOnlyUnpickler(io.BytesIO(data), encoding="bytes").load()
-    except Exception as exc:  # any malformed pickle is bad data, not a bug here
+    except Exception as exc:  # noqa: BLE001 - any malformed pickle is bad data, not a bug here
         raise UserError(f"{label}: not a valid CIFAR batch ({_describe(exc)})") from None
 
 

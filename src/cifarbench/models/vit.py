@@ -88,7 +88,7 @@ class ConvTokenizer(nn.Module):
         n = max(patch_size.bit_length() - 1, 1)
         widths = [3] + [dim // 2 ** (n - 1 - i) for i in range(n)]  # ..., dim/2, dim
         layers: list[nn.Module] = []
-        for c_in, c_out in zip(widths[:-1], widths[1:]):
+        for c_in, c_out in zip(widths[:-1], widths[1:], strict=True):
             layers += [nn.Conv2d(c_in, c_out, kernel_size=3, padding=1, bias=False), nn.ReLU(),
                        nn.MaxPool2d(kernel_size=3, stride=2, padding=1)]
         self.convs = nn.Sequential(*layers)

@@ -108,10 +108,10 @@ def label_bars(ax: Axes, bars: BarContainer, labels: Sequence[str], *, headroom:
 def model_ticks(ax: Axes, names: Sequence[str], colors: dict[str, Color],
                 extra: Sequence[str] | None = None) -> None:
     """Model names as x tick labels, in the model's colour, optionally with a second line."""
-    labels = [f"{n}\n{e}" if extra else n for n, e in zip(names, extra or names)]
+    labels = [f"{n}\n{e}" if extra else n for n, e in zip(names, extra or names, strict=True)]
     ax.set_xticks(range(len(names)), labels, rotation=30 if len(names) > 5 else 0,
                   ha="right" if len(names) > 5 else "center")
-    for tick, name in zip(ax.get_xticklabels(), names):
+    for tick, name in zip(ax.get_xticklabels(), names, strict=True):
         tick.set_color(colors[name])
         tick.set_fontweight("bold")
     ax.grid(axis="x", visible=False)
