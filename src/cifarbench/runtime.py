@@ -13,6 +13,7 @@ import os
 import platform
 import sys
 from dataclasses import dataclass
+from typing import TextIO
 
 import torch
 
@@ -47,7 +48,7 @@ def cpu_has_native_bf16() -> bool:
 
 
 def resolve_runtime(device: str = "auto", precision: str = "auto", threads: int | None = None,
-                    *, log=sys.stderr) -> Runtime:
+                    *, log: TextIO = sys.stderr) -> Runtime:
     """Turn the ``device``/``precision``/``threads`` params into a :class:`Runtime`."""
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -60,6 +61,7 @@ def resolve_runtime(device: str = "auto", precision: str = "auto", threads: int 
     if threads is not None and dev.type == "cpu":
         torch.set_num_threads(threads)
 
+    amp: torch.dtype | None
     if precision == "auto":
         if dev.type == "cuda":
             amp = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16

@@ -18,7 +18,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TextIO
+from typing import Any, TextIO
 
 import numpy as np
 import torch
@@ -140,6 +140,7 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> 
     norm = [p for p in params if id(p) in norm_ids]
     rest = [p for p in params if id(p) not in norm_ids]
     scale = cfg.bias_lr_scale
+    groups: list[dict[str, Any]]
     if cfg.optimizer == "sgd":
         groups = [{"params": rest, "weight_decay": cfg.weight_decay, "lr_scale": 1.0},
                   {"params": norm, "weight_decay": cfg.weight_decay / scale, "lr_scale": scale}]
@@ -191,11 +192,12 @@ def train_run(model: nn.Module, data: DeviceData, cfg: TrainConfig, aug: Augment
     dev = rt.device
     channels_last = any(isinstance(m, nn.Conv2d) for m in model.modules())
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    model = model.to(dev, memory_format=fmt)
+    model = model.to(dev).to(memory_format=fmt)
     gen = torch.Generator(device=dev).manual_seed(seed)
-    if hasattr(model, "init_whitening"):
+    init_whitening = getattr(model, "init_whitening", None)  # the CNN's data-dependent init
+    if init_whitening is not None:
         sample = data.x_train[torch.randperm(len(data.x_train), device=dev, generator=gen)[:5000]]
-        model.init_whitening(data.normalize(sample))
+        init_whitening(data.normalize(sample))
 
     n = len(data.x_train)
     bs = min(cfg.batch_size, n)
@@ -411,4 +413,5 @@ def train_runs(build: Callable[[], nn.Module], data: DeviceData, cfg: TrainConfi
         results.append(train_run(model, data, cfg, aug, rt, seed=seed + i, name=name, log=log))
         if first_state is None:
             first_state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    assert first_state is not None  # cfg.runs >= 1
     return results, first_state

@@ -233,7 +233,7 @@ def _resize_all(x: np.ndarray, size: int) -> np.ndarray:
         return x
     out = np.empty((len(x), size, size, 3), dtype=np.uint8)
     for i, img in enumerate(x):
-        out[i] = _fit(Image.fromarray(img), size)
+        out[i] = np.asarray(_fit(Image.fromarray(img), size))
     return out
 
 

@@ -110,7 +110,7 @@ class ViT(nn.Module):
         grid = image_size // patch_size
         patch_dim = 3 * patch_size * patch_size
         if tokenizer == "conv":
-            self.patch_embed = ConvTokenizer(patch_size=patch_size, dim=dim)
+            self.patch_embed: nn.Module = ConvTokenizer(patch_size=patch_size, dim=dim)
         else:
             self.patch_embed = nn.Sequential(
                 Rearrange("b c (h p1) (w p2) -> b (h w) (p1 p2 c)", p1=patch_size, p2=patch_size),

@@ -11,6 +11,7 @@ the pictures and ``report.json`` never disagree.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -42,7 +43,7 @@ from cifarbench.report.tables import (
 )
 
 _MAX_ANNOTATED_CLASSES = 20  # beyond this, numbers in confusion cells become unreadable
-BAR = dict(width=0.6, edgecolor="black", linewidth=0.6)  # every bar chart of a model comparison
+BAR: dict[str, Any] = dict(width=0.6, edgecolor="black", linewidth=0.6)  # every bar chart of a model comparison
 
 
 def _panel_width(n_models: int) -> float:
@@ -318,7 +319,7 @@ def timing_breakdown(inputs: ReportInputs, style: FigureStyle) -> Figure:
         title="Timing breakdown: where the training time goes", caption=style.caption)
 
     step = {part: np.array([nums[n][f"step_{part}_ms"] for n in names]) for part in STEP_PARTS}
-    totals = sum(step.values())
+    totals = sum(step.values(), np.zeros(len(names)))
     _stacked(step_ax, x, step, colors, unit="ms")
     step_ax.set_title("One training step (measured, synchronised)")
     step_ax.set_ylabel("Time per training step (ms)")
@@ -346,7 +347,7 @@ def timing_breakdown(inputs: ReportInputs, style: FigureStyle) -> Figure:
 
 def _stacked(ax: Axes, x: np.ndarray, parts: dict[str, np.ndarray], colors: list, *, unit: str) -> None:
     bottom = np.zeros(len(x))
-    tallest = float(max(sum(parts.values()).max(), 1e-9))
+    tallest = float(max(sum(parts.values(), np.zeros(len(x))).max(), 1e-9))
     for values, color in zip(parts.values(), colors, strict=False):  # the step chart has no evaluation part
         bars = ax.bar(x, values, bottom=bottom, color=color, edgecolor="black", linewidth=0.5, width=0.6)
         # label a segment only where it is tall enough to hold its text
@@ -414,8 +415,8 @@ def training_curves(inputs: ReportInputs, style: FigureStyle) -> Figure:
 def confusion_matrix(m: ModelResults, class_names: Sequence[str]) -> pd.DataFrame:
     """Row-normalised confusion matrix in percent (rows: actual, columns: predicted); NaN rows
     for classes with no test image."""
-    counts = pd.crosstab(pd.Categorical(m.confusion["actual"], categories=class_names),
-                         pd.Categorical(m.confusion["predicted"], categories=class_names),
+    counts = pd.crosstab(pd.Categorical(m.confusion["actual"], categories=list(class_names)),
+                         pd.Categorical(m.confusion["predicted"], categories=list(class_names)),
                          dropna=False)
     counts.index, counts.columns = list(class_names), list(class_names)
     row_totals = counts.sum(axis=1).replace(0, np.nan)
@@ -442,7 +443,7 @@ def confusion_figure(m: ModelResults, class_names: Sequence[str], style: FigureS
     ax.set_ylabel("Actual class")
     ax.tick_params(axis="x", labelrotation=45)
     for label in ax.get_xticklabels():
-        label.set_ha("right")
+        label.set_horizontalalignment("right")
         label.set_rotation_mode("anchor")
     ax.tick_params(axis="y", labelrotation=0)
     return fig
