@@ -7,11 +7,11 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from test_train import cfg, tiny_data
 
 from cifarbench.models import build_model
 from cifarbench.runtime import Runtime, cpu_has_native_bf16
 from cifarbench.train import Trainer, compile_checked
-from test_train import cfg, tiny_data
 
 # Relative L2 distance of the concatenated gradients, compiled vs eager, from the same state
 # and batch. In low precision fused kernels round differently (measured: bf16 on a 2-core

@@ -72,7 +72,7 @@ class _Handler(BaseHTTPRequestHandler):
     "ok", "stall" (half the body, then silence), "stall_headers", "short" (closes early), or an
     HTTP status code."""
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server API)
+    def do_GET(self) -> None:
         srv = self.server
         with srv.lock:
             n = len(srv.requests)

@@ -246,7 +246,7 @@ def test_any_image_mode_and_extension_case_becomes_rgb(tmp_path):
         "test/b/0.webp": _encode(Image.fromarray(rgb), "WEBP", lossless=True),
     }
     data = prepare_dataset(_raw(tmp_path, _archive(tmp_path / "modes.zip", files)), log=QUIET)
-    x = dict(zip(["gray", "palette", "rgba", "deep16", "long", "upper"], data.train_x))
+    x = dict(zip(["gray", "palette", "rgba", "deep16", "long", "upper"], data.train_x, strict=True))
     assert np.array_equal(x["gray"], np.repeat(gray[..., None], 3, axis=2))
     assert np.array_equal(x["palette"], np.asarray(palette.convert("RGB")))
     assert np.array_equal(x["rgba"], rgb)  # alpha dropped, like torchvision's pil_loader

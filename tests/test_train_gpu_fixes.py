@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_train import CPU32, cfg, tiny_data
 from torch import nn
 
 from cifarbench import augment
@@ -17,7 +18,6 @@ from cifarbench.models import build_model
 from cifarbench.profiling.breakdown import step_breakdown_ms
 from cifarbench.runtime import resolve_runtime, tf32, tf32_enabled
 from cifarbench.train import Trainer, evaluate, make_optimizer, train_run, train_runs
-from test_train import CPU32, cfg, tiny_data
 
 DEVNULL = open("/dev/null", "w")  # noqa: SIM115 - shared sink for training logs
 

@@ -10,7 +10,7 @@ declares the schema and turns its errors into one readable :class:`ParamsError`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -124,7 +124,7 @@ class ViTArch(_Strict):
     drop_path: Fraction = 0.0  # stochastic depth, linearly increasing to this value
 
     @model_validator(mode="after")
-    def _heads_divide_dim(self) -> "ViTArch":
+    def _heads_divide_dim(self) -> ViTArch:
         if self.dim % self.heads:
             raise ValueError(f"dim ({self.dim}) must be divisible by heads ({self.heads})")
         if self.tokenizer == "conv" and self.patch_size & (self.patch_size - 1):
@@ -139,7 +139,7 @@ class ViTModelConfig(_Strict):
     augment: AugmentConfig = AugmentConfig()
 
 
-ModelConfig = Annotated[Union[CNNModelConfig, ViTModelConfig], Field(discriminator="kind")]
+ModelConfig = Annotated[CNNModelConfig | ViTModelConfig, Field(discriminator="kind")]
 
 
 # ---------------------------------------------------------------------------------- profile

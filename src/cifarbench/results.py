@@ -67,7 +67,7 @@ def summarize_runs(name: str, kind: str, cfg: TrainConfig, training: TrainingRes
 def mean_curves(runs: Sequence[RunResult]) -> list[dict[str, float]]:
     """Per-epoch rows averaged over runs (all runs share the same evaluation epochs)."""
     rows = []
-    for records in zip(*(r.curves for r in runs)):
+    for records in zip(*(r.curves for r in runs), strict=True):
         row = {"epoch": records[0]["epoch"]}
         for key in ("train_loss", "test_accuracy", "elapsed_s"):
             row[key] = statistics.fmean(rec[key] for rec in records)
@@ -84,4 +84,4 @@ def confusion_rows(predictions: torch.Tensor, labels: torch.Tensor,
                    classes: Sequence[str]) -> list[dict[str, str]]:
     """One ``{actual, predicted}`` row (class names) per test image, for DVC's confusion plot."""
     return [{"actual": classes[a], "predicted": classes[p]}
-            for a, p in zip(labels.tolist(), predictions.tolist())]
+            for a, p in zip(labels.tolist(), predictions.tolist(), strict=True)]

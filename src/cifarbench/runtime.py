@@ -16,6 +16,7 @@ import platform
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TextIO
 
 import torch
 
@@ -52,7 +53,7 @@ def cpu_has_native_bf16() -> bool:
 
 
 def resolve_runtime(device: str = "auto", precision: str = "auto", threads: int | None = None,
-                    *, log=sys.stderr) -> Runtime:
+                    *, log: TextIO = sys.stderr) -> Runtime:
     """Turn the ``device``/``precision``/``threads`` params into a :class:`Runtime`."""
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -65,6 +66,7 @@ def resolve_runtime(device: str = "auto", precision: str = "auto", threads: int 
     if threads is not None and dev.type == "cpu":
         torch.set_num_threads(threads)
 
+    amp: torch.dtype | None
     if precision == "auto":
         if dev.type == "cuda":
             amp = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
@@ -90,7 +92,7 @@ def set_tf32(enabled: bool) -> None:
     mode = "tf32" if enabled else "ieee"
     if hasattr(torch.backends.cuda.matmul, "fp32_precision"):
         torch.backends.cuda.matmul.fp32_precision = mode
-        torch.backends.cudnn.conv.fp32_precision = mode
+        torch.backends.cudnn.conv.fp32_precision = mode  # type: ignore[attr-defined]  # 2.9+, not in the stubs
     else:  # pragma: no cover - torch < 2.9
         torch.backends.cuda.matmul.allow_tf32 = enabled
         torch.backends.cudnn.allow_tf32 = enabled
@@ -115,10 +117,7 @@ def tf32(enabled: bool = True) -> Iterator[None]:
 
 def environment(rt: Runtime) -> dict:
     """Flat description of where a measurement was taken (recorded in every metrics file)."""
-    if rt.device.type == "cuda":
-        name = torch.cuda.get_device_name(rt.device)
-    else:
-        name = _cpu_model_name()
+    name = torch.cuda.get_device_name(rt.device) if rt.device.type == "cuda" else _cpu_model_name()
     return {
         "device": rt.device.type,
         "device_name": name,

@@ -21,7 +21,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TextIO
+from typing import Any, TextIO
 
 import numpy as np
 import torch
@@ -36,7 +36,6 @@ from cifarbench.errors import UserError
 from cifarbench.models import init_from_data, late_frozen_params
 from cifarbench.profiling.memory import host_peak_rss_mb
 from cifarbench.runtime import Runtime
-
 
 # ------------------------------------------------------------------------------------ data
 
@@ -148,7 +147,7 @@ class TrainingResult:
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device,
-                   late_frozen: Sequence[tuple[nn.Parameter, int]] = ()) -> torch.optim.Optimizer:
+                   late_frozen: Sequence[tuple[torch.Tensor, int]] = ()) -> torch.optim.Optimizer:
     """Nesterov SGD (airbench) or AdamW, with normalisation parameters in their own group.
 
     Norm parameters learn ``bias_lr_scale`` times faster. With SGD they keep the same weight
@@ -164,6 +163,7 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device,
     norm = [p for p in params if id(p) in norm_ids]
     rest = [p for p in params if id(p) not in norm_ids]
     scale = cfg.bias_lr_scale
+    groups: list[dict[str, Any]]
     if cfg.optimizer == "sgd":
         groups = [{"params": rest, "weight_decay": cfg.weight_decay, "lr_scale": 1.0},
                   {"params": norm, "weight_decay": cfg.weight_decay / scale, "lr_scale": scale}]
@@ -496,7 +496,7 @@ def train_runs(build: Callable[[], nn.Module], data: DeviceData, model_cfg: Mode
         return build().state_dict()
 
     model = build()
-    model = model.to(rt.device, memory_format=memory_format(model))
+    model = model.to(rt.device).to(memory_format=memory_format(model))
     step_model, info = compile_checked(model, data, model_cfg, rt, log=log)
     t0 = time.perf_counter()
     if cfg.warmup_steps > 0:

@@ -3,8 +3,15 @@ the models train on (``prepare``). Stages ``download`` and ``prepare`` call into
 and profiling only need :func:`load_split`."""
 
 from cifarbench.data.fetch import OFFICIAL_CIFAR10_MD5, fetch_source
-from cifarbench.data.prepare import (SOURCE_RECORD, PreparedData, channel_stats, decode_image,
-                                     load_split, prepare_dataset, save_split)
+from cifarbench.data.prepare import (
+    SOURCE_RECORD,
+    PreparedData,
+    channel_stats,
+    decode_image,
+    load_split,
+    prepare_dataset,
+    save_split,
+)
 from cifarbench.data.sources import detect_layout, open_source
 
 __all__ = ["OFFICIAL_CIFAR10_MD5", "SOURCE_RECORD", "PreparedData", "channel_stats",

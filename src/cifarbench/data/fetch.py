@@ -93,7 +93,7 @@ def _fetch(source: str, out_dir: Path, *, sha256: str | None, md5: str | None,
             verify(url, digests, checks)
             inspect_source(tmp, label=url)
         kind = "archive"
-    elif path.is_dir():
+    elif path is not None and path.is_dir():
         if sha256 or md5:
             raise UserError(f"data.source = {source!r} is a directory, but data.sha256/data.md5 "
                             "checksum a single file; unset them or point data.source at an archive")
@@ -102,6 +102,7 @@ def _fetch(source: str, out_dir: Path, *, sha256: str | None, md5: str | None,
         _copy_dir(path, out_dir / name)
         digests, checks, kind = None, [], "directory"
     else:
+        assert path is not None  # _classify returns a URL or a local path
         name = path.name
         checks = expected_checksums(source, name, sha256=sha256, md5=md5, local=path)
         with atomic_path(out_dir / name) as tmp:

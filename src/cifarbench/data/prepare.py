@@ -28,9 +28,18 @@ import numpy as np
 from PIL import Image, ImageOps
 from tqdm import tqdm
 
-from cifarbench.data.sources import (CIFAR_FILE_MD5, CIFAR_FILES, CIFAR_TRAIN_BATCHES,
-                                     CifarPythonLayout, ImageFolderLayout, Source, detect_layout,
-                                     open_source, parse_cifar_batch, parse_cifar_meta)
+from cifarbench.data.sources import (
+    CIFAR_FILE_MD5,
+    CIFAR_FILES,
+    CIFAR_TRAIN_BATCHES,
+    CifarPythonLayout,
+    ImageFolderLayout,
+    Source,
+    detect_layout,
+    open_source,
+    parse_cifar_batch,
+    parse_cifar_meta,
+)
 from cifarbench.errors import UserError
 from cifarbench.io import atomic_path
 
@@ -58,7 +67,7 @@ class PreparedData:
 
     def class_counts(self, y: np.ndarray) -> dict[str, int]:
         counts = np.bincount(y, minlength=len(self.classes))
-        return {c: int(n) for c, n in zip(self.classes, counts)}
+        return {c: int(n) for c, n in zip(self.classes, counts, strict=True)}
 
     def meta(self) -> dict:
         """``data/prepared/meta.json``."""
@@ -271,7 +280,7 @@ def _resize_all(x: np.ndarray, size: int) -> np.ndarray:
         return x
     out = np.empty((len(x), size, size, 3), dtype=np.uint8)
     for i, img in enumerate(x):
-        out[i] = _fit(Image.fromarray(img), size)
+        out[i] = np.asarray(_fit(Image.fromarray(img), size))
     return out
 
 
@@ -316,7 +325,7 @@ def decode_image(data: bytes, size: int, *, label: str = "image") -> np.ndarray:
             if img.format == "JPEG" and min(img.size) >= 2 * size:
                 img.draft(None, (size, size))  # let libjpeg downscale by 2/4/8 while decoding
             return np.asarray(_fit(to_rgb(img), size), dtype=np.uint8)
-    except Exception as exc:  # PIL raises many types for bad data; all mean "cannot decode"
+    except Exception as exc:  # noqa: BLE001 - PIL raises many types for bad data; all mean "cannot decode"
         kind = "not a recognised image" if isinstance(exc, Image.UnidentifiedImageError) else exc
         ext = posixpath.splitext(label)[1] or "(none)"
         raise UserError(f"{label}: cannot decode image with extension {ext}: {kind}") from None

@@ -28,7 +28,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -131,7 +131,7 @@ class Source:
     def close(self) -> None:
         pass
 
-    def __enter__(self) -> "Source":
+    def __enter__(self) -> Source:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -168,9 +168,9 @@ class _DirSource(Source):
 
 
 class _TarSource(Source):
-    def __init__(self, path: Path, mode: str) -> None:
+    def __init__(self, path: Path, mode: TarReadMode) -> None:
         super().__init__(str(path))
-        self._file = open(path, "rb")
+        self._file = open(path, "rb")  # noqa: SIM115 - the source owns it; close() closes it
         self._tar: tarfile.TarFile | None = None
         try:
             self._index(mode)
@@ -178,9 +178,9 @@ class _TarSource(Source):
             self.close()
             raise
 
-    def _index(self, mode: str) -> None:
+    def _index(self, mode: TarReadMode) -> None:
         try:
-            self._tar = tarfile.open(fileobj=self._file, mode=mode)
+            self._tar = tarfile.open(fileobj=self._file, mode=mode)  # noqa: SIM115 - closed by close()
             members = self._tar.getmembers()  # one pass through the (decompressed) stream
             self._check_end(members)
         except _READ_ERRORS as exc:
@@ -211,6 +211,7 @@ class _TarSource(Source):
         # a complete archive ends with zero blocks (and, compressed, a valid end of stream).
         if not members:
             raise UserError(f"{self.label}: archive is empty")
+        assert self._tar is not None and self._tar.fileobj is not None  # set by _index
         f = self._tar.fileobj
         f.seek(self._tar.offset)
         seen = 0
@@ -224,6 +225,7 @@ class _TarSource(Source):
                             f"{members[-1].name!r} without the end-of-archive marker")
 
     def read(self, names: Iterable[str]) -> Iterator[tuple[str, bytes]]:
+        assert self._tar is not None  # opened by the constructor
         for name in sorted(names, key=lambda n: self._members[n].offset_data):
             try:
                 f = self._tar.extractfile(self._members[name])
@@ -310,14 +312,15 @@ def open_source(path: str | Path) -> Source:
         raise UserError(f"{path}: cannot read ({exc.strerror})") from None
     if magic.startswith(b"PK"):
         return _ZipSource(path)
-    compression = next((c for m, c in _COMPRESSION_MAGIC.items() if magic.startswith(m)), None)
-    if compression is None and not tarfile.is_tarfile(path):
+    mode = next((c for m, c in _COMPRESSION_MAGIC.items() if magic.startswith(m)), None)
+    if mode is None and not tarfile.is_tarfile(path):
         raise UserError(f"{path}: not a tar or zip archive (expected .tar.gz, .tgz, .tar, .zip "
                         "or a directory)")
-    return _TarSource(path, mode=f"r:{compression or ''}")
+    return _TarSource(path, mode=mode or "r:")
 
 
-_COMPRESSION_MAGIC = {b"\x1f\x8b": "gz", b"BZh": "bz2", b"\xfd7zXZ": "xz"}
+TarReadMode = Literal["r:", "r:gz", "r:bz2", "r:xz"]
+_COMPRESSION_MAGIC: dict[bytes, TarReadMode] = {b"\x1f\x8b": "r:gz", b"BZh": "r:bz2", b"\xfd7zXZ": "r:xz"}
 
 
 def _describe(exc: BaseException) -> str:
@@ -418,10 +421,10 @@ def _imagefolder(src: Source) -> ImageFolderLayout:
     if train_only or test_only:
         raise UserError(f"{src.label}: train/ and test/ must hold the same classes; only in "
                         f"train: {train_only or 'none'}; only in test: {test_only or 'none'}")
-    classes = sorted(splits["train"])
-    items = {split: [(m, i) for i, c in enumerate(classes) for m in sorted(splits[split][c])]
+    class_names = sorted(splits["train"])
+    items = {split: [(m, i) for i, c in enumerate(class_names) for m in sorted(splits[split][c])]
              for split in splits}
-    return ImageFolderLayout(root=root, classes=classes, train=items["train"],
+    return ImageFolderLayout(root=root, classes=class_names, train=items["train"],
                              test=items["test"], skipped=skipped)
 
 
@@ -456,7 +459,7 @@ def restricted_loads(data: bytes, *, label: str) -> Any:
     """Unpickle a CIFAR python batch (Python 2 pickle; keys come back as bytes)."""
     try:
         return _NumpyOnlyUnpickler(io.BytesIO(data), encoding="bytes").load()
-    except Exception as exc:  # any malformed pickle is bad data, not a bug here
+    except Exception as exc:  # noqa: BLE001 - any malformed pickle is bad data, not a bug here
         raise UserError(f"{label}: not a valid CIFAR batch ({_describe(exc)})") from None
 
 

@@ -48,10 +48,10 @@ def init_from_data(model: nn.Module, images: torch.Tensor) -> None:
 
 
 def late_frozen_params(model: nn.Module,
-                       cfg: CNNModelConfig | ViTModelConfig) -> list[tuple[nn.Parameter, float]]:
+                       cfg: CNNModelConfig | ViTModelConfig) -> list[tuple[torch.Tensor, float]]:
     """Parameters that stop training after some epochs: (parameter, epochs). airbench trains
     the whitening bias for its first 3 epochs only."""
-    if isinstance(model, CNN) and isinstance(cfg, CNNModelConfig):
+    if isinstance(model, CNN) and isinstance(cfg, CNNModelConfig) and model.whiten.bias is not None:
         return [(model.whiten.bias, cfg.arch.whiten_bias_epochs)]
     return []
 

@@ -74,6 +74,7 @@ class CNN(nn.Module):
         n = self.whiten.out_channels
         bank = torch.cat([filters, -filters])[:n] if n > 12 else filters.flip(0)[:n]
         self.whiten.weight.copy_(bank.to(self.whiten.weight))
+        assert self.whiten.bias is not None  # built with bias=True
         self.whiten.bias.zero_()
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:

@@ -9,8 +9,6 @@ embedding and a class token; both of those remain options. Patch 4 on 32x32 give
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from einops import rearrange
@@ -90,7 +88,7 @@ class ConvTokenizer(nn.Module):
         n = max(patch_size.bit_length() - 1, 1)
         widths = [3] + [dim // 2 ** (n - 1 - i) for i in range(n)]  # ..., dim/2, dim
         layers: list[nn.Module] = []
-        for c_in, c_out in zip(widths[:-1], widths[1:]):
+        for c_in, c_out in zip(widths[:-1], widths[1:], strict=True):
             layers += [nn.Conv2d(c_in, c_out, kernel_size=3, padding=1, bias=False), nn.ReLU(),
                        nn.MaxPool2d(kernel_size=3, stride=2, padding=1)]
         self.convs = nn.Sequential(*layers)
@@ -112,7 +110,7 @@ class ViT(nn.Module):
         grid = image_size // patch_size
         patch_dim = 3 * patch_size * patch_size
         if tokenizer == "conv":
-            self.patch_embed = ConvTokenizer(patch_size=patch_size, dim=dim)
+            self.patch_embed: nn.Module = ConvTokenizer(patch_size=patch_size, dim=dim)
         else:
             self.patch_embed = nn.Sequential(
                 Rearrange("b c (h p1) (w p2) -> b (h w) (p1 p2 c)", p1=patch_size, p2=patch_size),

@@ -10,15 +10,30 @@ Seams: ``timing``, ``memory``, ``flops``, ``variants``, ``sweep``, ``profiler``.
 """
 
 from cifarbench.profiling.flops import forward_flops_per_image, train_flops_per_image
-from cifarbench.profiling.memory import (MemoryReading, file_mb, host_peak_rss_mb, host_rss_mb,
-                                         is_oom, param_memory_mb, track_memory)
-from cifarbench.profiling.profiler import (ProfileError, ProfileResult, VariantResult,
-                                           choose_headline, profile_model)
-from cifarbench.profiling.sweep import (BatchPoint, Sweep, measure_batch, measure_latency,
-                                        sweep_batch_sizes)
+from cifarbench.profiling.memory import (
+    MemoryReading,
+    file_mb,
+    host_peak_rss_mb,
+    host_rss_mb,
+    is_oom,
+    param_memory_mb,
+    track_memory,
+)
+from cifarbench.profiling.profiler import (
+    ProfileError,
+    ProfileResult,
+    VariantResult,
+    choose_headline,
+    profile_model,
+)
+from cifarbench.profiling.sweep import BatchPoint, Sweep, measure_batch, measure_latency, sweep_batch_sizes
 from cifarbench.profiling.timing import StepTimes, latency_summary_ms, percentile, time_steps
-from cifarbench.profiling.variants import (AutocastInactiveError, Variant, assert_autocast_active,
-                                           plan_variants)
+from cifarbench.profiling.variants import (
+    AutocastInactiveError,
+    Variant,
+    assert_autocast_active,
+    plan_variants,
+)
 
 __all__ = [
     "AutocastInactiveError", "BatchPoint", "MemoryReading", "ProfileError", "ProfileResult",

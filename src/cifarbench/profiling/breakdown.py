@@ -47,7 +47,7 @@ def step_breakdown_ms(model: nn.Module, data: DeviceData, model_cfg: ModelConfig
         run.optimizer_step(i)
         marks.append(_synced(rt))
         if i >= warmup:
-            for part, start, end in zip(PARTS, marks, marks[1:]):
+            for part, start, end in zip(PARTS, marks, marks[1:], strict=True):
                 times[part].append(1000 * (end - start))
     model.load_state_dict(state)
     return {p: statistics.median(v) for p, v in times.items()}

@@ -21,14 +21,18 @@ import torch
 from torch import nn
 
 from cifarbench.config import ProfileConfig
-from cifarbench.profiling.flops import forward_flops_per_image, train_flops_per_image
 from cifarbench.models import count_params
+from cifarbench.profiling.flops import forward_flops_per_image, train_flops_per_image
 from cifarbench.profiling.memory import file_mb, is_oom, param_memory_mb, release_memory
-from cifarbench.profiling.sweep import (MakeInput, Sweep, inference_region, measure_latency,
-                                        sweep_batch_sizes)
+from cifarbench.profiling.sweep import MakeInput, Sweep, inference_region, measure_latency, sweep_batch_sizes
 from cifarbench.profiling.timing import StepTimes, latency_summary_ms
-from cifarbench.profiling.variants import (AutocastInactiveError, Variant, plan_variants,
-                                           prepare_input, prepared)
+from cifarbench.profiling.variants import (
+    AutocastInactiveError,
+    Variant,
+    plan_variants,
+    prepare_input,
+    prepared,
+)
 from cifarbench.runtime import Runtime, environment
 
 # Relative L2 error of the logits against the fp32 eager reference that still counts as the
@@ -64,17 +68,31 @@ class VariantResult:
     def usable(self) -> bool:
         return self.correct and self.sweep is not None and bool(self.sweep.points)
 
+    @property
+    def measured_sweep(self) -> Sweep:
+        """The sweep of a variant that ran (every usable one did)."""
+        if self.sweep is None:
+            raise ProfileError(f"{self.variant.name}: no batch-size sweep")
+        return self.sweep
+
+    @property
+    def measured_latency(self) -> StepTimes:
+        """The batch-1 latency runs of a variant that ran (every usable one did)."""
+        if self.latency is None:
+            raise ProfileError(f"{self.variant.name}: no latency measurement")
+        return self.latency
+
     def summary(self) -> dict[str, Any]:
         """The entry under ``variants`` in the metrics file."""
         best = self.sweep.best if self.sweep and self.sweep.points else None
         lat = latency_summary_ms(self.latency.times_s) if self.latency else None
-        out = {
+        out: dict[str, Any] = {
             "throughput_img_s": best.throughput_img_s if best else None,
             "throughput_batch_size": best.batch_size if best else None,
             "latency_p50_ms": lat["p50"] if lat else None,
             "latency_p90_ms": lat["p90"] if lat else None,
             "compile_time_s": self.compile_time_s,
-            "peak_memory_mb": max(p.memory.peak_mb for p in self.sweep.points) if best else None,
+            "peak_memory_mb": max(p.memory.peak_mb for p in self.sweep.points) if self.sweep and best else None,
             "failed_batch_sizes": self.sweep.failed if self.sweep else [],
             "rel_error": self.rel_error,
             "correct": self.correct,
@@ -90,9 +108,9 @@ def choose_headline(results: list[VariantResult]) -> VariantResult:
     if not usable:
         raise ProfileError("no variant produced a correct measurement: "
                            + "; ".join(f"{r.variant.name}: {r.error or _why(r)}" for r in results))
-    largest = max(p.batch_size for r in usable for p in r.sweep.points)
-    at_largest = [r for r in usable if r.sweep.at(largest) is not None]
-    return max(at_largest, key=lambda r: r.sweep.at(largest).throughput_img_s)
+    largest = max(p.batch_size for r in usable for p in r.measured_sweep.points)
+    at_largest = [(r, p) for r in usable if (p := r.measured_sweep.at(largest)) is not None]
+    return max(at_largest, key=lambda rp: rp[1].throughput_img_s)[0]
 
 
 def _why(r: VariantResult) -> str:
@@ -116,15 +134,15 @@ class ProfileResult:
     def metrics(self) -> dict[str, Any]:
         """``metrics/profile/NAME.json``: headline numbers, variants, environment."""
         h = self.headline
-        best = h.sweep.best
-        mems = [p.memory for p in h.sweep.points]
+        best = h.measured_sweep.best
+        mems = [p.memory for p in h.measured_sweep.points]
         peak = max(mems, key=lambda m: m.peak_mb)
         failed = sorted({bs for r in self.variants if r.sweep for bs in r.sweep.failed})
         return {
             "model": self.model,
             "throughput_img_s": best.throughput_img_s,
             "throughput_batch_size": best.batch_size,
-            "latency_ms": latency_summary_ms(h.latency.times_s),
+            "latency_ms": latency_summary_ms(h.measured_latency.times_s),
             "flops_per_image": self.flops_per_image,
             "train_flops_per_image": self.train_flops_per_image,
             "macs_per_image": self.flops_per_image / 2,
@@ -149,11 +167,11 @@ class ProfileResult:
 
     def throughput_rows(self) -> list[dict[str, Any]]:
         """``plots/throughput/NAME.csv``: the headline variant, one row per batch size run."""
-        return [p.row() for p in self.headline.sweep.points]
+        return [p.row() for p in self.headline.measured_sweep.points]
 
     def latency_rows(self) -> list[dict[str, Any]]:
         """``plots/latency/NAME.csv``: every batch-1 run of the headline variant, in order."""
-        return [{"run": i, "latency_ms": t * 1e3} for i, t in enumerate(self.headline.latency.times_s)]
+        return [{"run": i, "latency_ms": t * 1e3} for i, t in enumerate(self.headline.measured_latency.times_s)]
 
 
 def profile_model(model: nn.Module, *, image_size: int, cfg: ProfileConfig, runtime: Runtime,
@@ -223,11 +241,11 @@ def _profile_variant(model: nn.Module, variant: Variant, make_input: MakeInput,
             try:
                 result.latency = measure_latency(fn, make_input, variant=variant, runtime=runtime,
                                                  warmup_iters=warmup, runs=cfg.latency_runs)
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 if not is_oom(exc):
                     raise
                 result.error = "out of memory at batch size 1 (latency)"
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         # Inductor/dynamo failures are many and varied; a failed compile must not cost the
         # eager numbers. Eager variants re-raise: there a failure is a bug.
         if not variant.compile or isinstance(exc, AutocastInactiveError):

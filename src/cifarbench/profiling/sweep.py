@@ -15,6 +15,7 @@ import math
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TextIO
 
 import torch
@@ -91,7 +92,7 @@ def measure_batch(fn: Forward, make_input: MakeInput, batch_size: int, *, varian
     with track_memory(runtime.device) as mem:
         x = prepare_input(make_input(batch_size), variant)
         with inference_region(variant, runtime.device.type):
-            times = time_steps(lambda: fn(x), warmup_iters=warmup_iters, iters=iters,
+            times = time_steps(partial(fn, x), warmup_iters=warmup_iters, iters=iters,
                                max_seconds=max_seconds, synchronize=runtime.synchronize)
         del x
     return BatchPoint(batch_size=batch_size, times=times, memory=mem)
@@ -107,7 +108,7 @@ def sweep_batch_sizes(fn: Forward, make_input: MakeInput, batch_sizes: list[int]
         try:
             point = measure_batch(fn, make_input, bs, variant=variant, runtime=runtime,
                                   warmup_iters=warmup_iters, iters=iters, max_seconds=max_seconds)
-        except Exception as exc:  # noqa: BLE001 - anything but an OOM is re-raised
+        except Exception as exc:
             if not is_oom(exc):
                 raise
         if point is None:

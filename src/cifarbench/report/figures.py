@@ -4,13 +4,15 @@ The four figures of the original CNN-vs-ViT benchmark (performance, memory, effi
 breakdown), redrawn to read at a glance: every value written on its bar, units on every axis,
 one colour per model throughout, and a caption naming the device, each phase's precision and
 the data (:func:`cifarbench.report.tables.caption`). Training curves and a row-normalised
-confusion matrix per model complete the set. Every number drawn comes from :func:`cifarbench.report.tables.headline_numbers` or the validated plot tables, so
-the pictures and ``report.json`` never disagree.
+confusion matrix per model complete the set. Every number drawn comes from
+:func:`cifarbench.report.tables.headline_numbers` or the validated plot tables, so the pictures
+and ``report.json`` never disagree.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -21,12 +23,20 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
 
 from cifarbench.report.load import ModelResults, ReportInputs
-from cifarbench.report.style import (FigureStyle, fmt_number, label_bars, model_colors, model_ticks,
-                                     new_figure, phase_colors, theme)
+from cifarbench.report.style import (
+    FigureStyle,
+    fmt_number,
+    label_bars,
+    model_colors,
+    model_ticks,
+    new_figure,
+    phase_colors,
+    theme,
+)
 from cifarbench.report.tables import STEP_PARTS, fmt_percent, headline_numbers
 
 _MAX_ANNOTATED_CLASSES = 20  # beyond this, numbers in confusion cells become unreadable
-BAR = dict(width=0.6, edgecolor="black", linewidth=0.6)  # every bar chart of a model comparison
+BAR: dict[str, Any] = dict(width=0.6, edgecolor="black", linewidth=0.6)  # every bar chart of a model comparison
 
 
 def _panel_width(n_models: int) -> float:
@@ -55,18 +65,18 @@ def _accuracy_panel(ax: Axes, nums: dict[str, dict], style: FigureStyle) -> None
     names = list(nums)
     several = [nums[n]["runs"] > 1 for n in names]
     acc = np.array([nums[n]["test_accuracy"] * 100 for n in names])
-    std = np.array([nums[n]["test_accuracy_std"] * 100 if s else 0.0 for n, s in zip(names, several)])
+    std = np.array([nums[n]["test_accuracy_std"] * 100 if s else 0.0 for n, s in zip(names, several, strict=True)])
     bars = ax.bar(np.arange(len(names)), acc, yerr=std if std.any() else None, capsize=6,
                   color=[style.colors[n] for n in names], **BAR)
     sep = "\n" if len(names) > 3 else " "  # stack mean and std where bars are narrow
     label_bars(ax, bars, [f"{a:.2f}%{sep}± {d:.2f}" if s else f"{a:.2f}%"
-                          for a, d, s in zip(acc, std, several)])
+                          for a, d, s in zip(acc, std, several, strict=True)])
     ax.set_ylim(0, min(max(max(acc + std) * 1.2, 10.0), 115))
     ax.set_yticks(range(0, 101, 20))  # no tick above 100%; the headroom is for the labels
     ax.set_title("Test accuracy" + (" (mean ± std over runs)" if any(several) else ""))
     ax.set_ylabel("Test accuracy (%)")
     model_ticks(ax, names, style.colors, [f"{nums[n]['runs']} run" + ("s" if s else "")
-                                          for n, s in zip(names, several)])
+                                          for n, s in zip(names, several, strict=True)])
 
 
 def _train_time_panel(ax: Axes, nums: dict[str, dict], style: FigureStyle) -> None:
@@ -100,7 +110,7 @@ def _latency_panel(ax: Axes, samples: dict[str, np.ndarray], nums: dict[str, dic
     boxes = ax.boxplot([samples[n] for n in names], positions=np.arange(len(names)), widths=0.5,
                        whis=(1, 99), showfliers=False, patch_artist=True,
                        medianprops=dict(color="black", linewidth=1.5))
-    for patch, n in zip(boxes["boxes"], names):
+    for patch, n in zip(boxes["boxes"], names, strict=True):
         patch.set_facecolor(style.colors[n])
         patch.set_alpha(0.85)
     p99 = {n: float(np.percentile(samples[n], 99)) for n in names}
@@ -185,9 +195,9 @@ def pareto_front(xs: Sequence[float], ys: Sequence[float], *, maximize_x: bool) 
     """Indices of the points no other point beats on both axes (higher y is always better)."""
     sign = 1 if maximize_x else -1
     front = []
-    for i, (xi, yi) in enumerate(zip(xs, ys)):
+    for i, (xi, yi) in enumerate(zip(xs, ys, strict=True)):
         dominated = any(sign * xj >= sign * xi and yj >= yi and (xj, yj) != (xi, yi)
-                        for xj, yj in zip(xs, ys))
+                        for xj, yj in zip(xs, ys, strict=True))
         if not dominated:
             front.append(i)
     return sorted(front, key=lambda i: xs[i])
@@ -302,7 +312,7 @@ def timing_breakdown(inputs: ReportInputs, style: FigureStyle) -> Figure:
         title="Timing breakdown: where the training time goes", caption=style.caption)
 
     step = {part: np.array([nums[n][f"step_{part}_ms"] for n in names]) for part in STEP_PARTS}
-    totals = sum(step.values())
+    totals = sum(step.values(), np.zeros(len(names)))
     _stacked(step_ax, x, step, colors, unit="ms")
     step_ax.set_title("One training step (measured, synchronised)")
     step_ax.set_ylabel("Time per training step (ms)")
@@ -323,15 +333,15 @@ def timing_breakdown(inputs: ReportInputs, style: FigureStyle) -> Figure:
     _label_totals(run_ax, x, sum(per_run.values()), "s")
 
     handles = [Patch(facecolor=c, edgecolor="black", linewidth=0.5, label=label)
-               for c, label in zip(colors, [*STEP_PARTS, "evaluation"])]
+               for c, label in zip(colors, [*STEP_PARTS, "evaluation"], strict=True)]
     fig.legend(handles=handles[::-1], loc="outside right center", frameon=False, title="Phase")
     return fig
 
 
 def _stacked(ax: Axes, x: np.ndarray, parts: dict[str, np.ndarray], colors: list, *, unit: str) -> None:
     bottom = np.zeros(len(x))
-    tallest = float(max(sum(parts.values()).max(), 1e-9))
-    for (part, values), color in zip(parts.items(), colors):
+    tallest = float(max(sum(parts.values(), np.zeros(len(x))).max(), 1e-9))
+    for values, color in zip(parts.values(), colors, strict=False):  # the step chart has no evaluation part
         bars = ax.bar(x, values, bottom=bottom, color=color, edgecolor="black", linewidth=0.5, width=0.6)
         # label a segment only where it is tall enough to hold its text
         labels = [f"{fmt_number(v)} {unit}" if v >= 0.06 * tallest else "" for v in values]
@@ -341,7 +351,7 @@ def _stacked(ax: Axes, x: np.ndarray, parts: dict[str, np.ndarray], colors: list
 
 
 def _label_totals(ax: Axes, x: np.ndarray, totals: np.ndarray, unit: str) -> None:
-    for xi, t in zip(x, totals):
+    for xi, t in zip(x, totals, strict=True):
         ax.annotate(f"{fmt_number(t)} {unit}", (xi, t), xytext=(0, 3), textcoords="offset points",
                     ha="center", va="bottom", fontsize=9, fontweight="bold")
     ax.set_ylim(0, max(totals.max(), 1e-9) * 1.15)
@@ -398,8 +408,8 @@ def training_curves(inputs: ReportInputs, style: FigureStyle) -> Figure:
 def confusion_matrix(m: ModelResults, class_names: Sequence[str]) -> pd.DataFrame:
     """Row-normalised confusion matrix in percent (rows: actual, columns: predicted); NaN rows
     for classes with no test image."""
-    counts = pd.crosstab(pd.Categorical(m.confusion["actual"], categories=class_names),
-                         pd.Categorical(m.confusion["predicted"], categories=class_names),
+    counts = pd.crosstab(pd.Categorical(m.confusion["actual"], categories=list(class_names)),
+                         pd.Categorical(m.confusion["predicted"], categories=list(class_names)),
                          dropna=False)
     counts.index, counts.columns = list(class_names), list(class_names)
     row_totals = counts.sum(axis=1).replace(0, np.nan)
@@ -426,7 +436,7 @@ def confusion_figure(m: ModelResults, class_names: Sequence[str], style: FigureS
     ax.set_ylabel("Actual class")
     ax.tick_params(axis="x", labelrotation=45)
     for label in ax.get_xticklabels():
-        label.set_ha("right")
+        label.set_horizontalalignment("right")
         label.set_rotation_mode("anchor")
     ax.tick_params(axis="y", labelrotation=0)
     return fig

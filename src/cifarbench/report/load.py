@@ -200,7 +200,7 @@ def read_table(path: Path, columns: Mapping[str, bool]) -> pd.DataFrame:
         values = pd.to_numeric(frame[col], errors="coerce")
         bad = values.isna() & (frame[col].notna() | (not may_be_empty))
         if bad.any():
-            row = int(bad.idxmax())
+            row = int(bad.to_numpy().argmax())
             raise UserError(f"{path}: column '{col}', data row {row + 1}: {frame[col].iloc[row]!r} "
                             f"is not a number" + ("" if may_be_empty else " (empty cells not allowed)"))
         frame[col] = values

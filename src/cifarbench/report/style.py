@@ -14,6 +14,7 @@ import textwrap
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import matplotlib as mpl
 import seaborn as sns
@@ -24,11 +25,14 @@ from matplotlib.figure import Figure
 
 from cifarbench.io import atomic_path
 
+if TYPE_CHECKING:
+    from matplotlib.typing import RcKeyType
+
 Color = tuple[float, float, float]
 
 CAPTION_FONTSIZE = 8.5
 
-_RC = {
+_RC: dict[RcKeyType, Any] = {
     "font.size": 10,
     "axes.titlesize": 11,
     "axes.titleweight": "bold",
@@ -52,13 +56,17 @@ class FigureStyle:
 def model_colors(names: Sequence[str]) -> dict[str, Color]:
     """A fixed colour per model, by position (the palette repeats after 10 models)."""
     palette = sns.color_palette("colorblind", 10)
-    return {name: tuple(palette[i % len(palette)]) for i, name in enumerate(names)}
+    return {name: _rgb(palette[i % len(palette)]) for i, name in enumerate(names)}
 
 
 def phase_colors(n: int) -> list[Color]:
     """``n`` colours spread over cividis (dark blue to yellow), in the order of a training step."""
     cmap = mpl.colormaps["cividis"]
-    return [tuple(cmap(0.08 + 0.9 * i / max(n - 1, 1))[:3]) for i in range(n)]
+    return [_rgb(cmap(0.08 + 0.9 * i / max(n - 1, 1))) for i in range(n)]
+
+
+def _rgb(c: Sequence[float]) -> Color:
+    return (float(c[0]), float(c[1]), float(c[2]))  # drops alpha
 
 
 @contextlib.contextmanager
@@ -109,10 +117,10 @@ def label_bars(ax: Axes, bars: BarContainer, labels: Sequence[str], *, headroom:
 def model_ticks(ax: Axes, names: Sequence[str], colors: dict[str, Color],
                 extra: Sequence[str] | None = None) -> None:
     """Model names as x tick labels, in the model's colour, optionally with a second line."""
-    labels = [f"{n}\n{e}" if extra else n for n, e in zip(names, extra or names)]
+    labels = [f"{n}\n{e}" if extra else n for n, e in zip(names, extra or names, strict=True)]
     ax.set_xticks(range(len(names)), labels, rotation=30 if len(names) > 5 else 0,
                   ha="right" if len(names) > 5 else "center")
-    for tick, name in zip(ax.get_xticklabels(), names):
+    for tick, name in zip(ax.get_xticklabels(), names, strict=True):
         tick.set_color(colors[name])
         tick.set_fontweight("bold")
     ax.grid(axis="x", visible=False)
