@@ -11,7 +11,7 @@ import argparse
 
 from cifarbench.config import load_params
 from cifarbench.models import build_model
-from cifarbench.profiling import profile_model
+from cifarbench.profiling.profiler import profile_model
 from cifarbench.runtime import resolve_runtime
 
 

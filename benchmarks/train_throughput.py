@@ -32,7 +32,7 @@ from cifarbench.config import load_params
 from cifarbench.data import load_split
 from cifarbench.io import read_json
 from cifarbench.models import build_model
-from cifarbench.profiling import train_flops_per_image
+from cifarbench.profiling.flops import train_flops_per_image
 from cifarbench.runtime import Runtime, environment, resolve_runtime
 from cifarbench.train import make_optimizer, memory_format, to_device_data, train_runs
 

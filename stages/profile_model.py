@@ -12,7 +12,7 @@ from cifarbench.cli import UserError, run_stage
 from cifarbench.config import load_params
 from cifarbench.io import read_json, write_csv, write_json
 from cifarbench.models import build_model
-from cifarbench.profiling import ProfileError, profile_model
+from cifarbench.profiling.profiler import ProfileError, profile_model
 from cifarbench.runtime import resolve_runtime
 
 THROUGHPUT_COLUMNS = ["batch_size", "throughput_img_s", "step_ms_median", "step_ms_iqr",

@@ -20,27 +20,17 @@ from torch import nn
 
 from cifarbench.cli import UserError
 from cifarbench.config import ProfileConfig
-from cifarbench.profiling import (
+from cifarbench.profiling.flops import forward_flops_per_image, train_flops_per_image
+from cifarbench.profiling.memory import MIB, MemoryReading, param_memory_mb, reset_host_peak_rss, track_memory
+from cifarbench.profiling.profiler import VariantResult, choose_headline, profile_model
+from cifarbench.profiling.sweep import BatchPoint, Sweep, measure_latency, sweep_batch_sizes
+from cifarbench.profiling.timing import StepTimes, latency_summary_ms, percentile, time_steps
+from cifarbench.profiling.variants import (
     AutocastInactiveError,
     Variant,
     assert_autocast_active,
-    choose_headline,
-    forward_flops_per_image,
-    latency_summary_ms,
-    measure_latency,
-    param_memory_mb,
-    percentile,
     plan_variants,
-    profile_model,
-    sweep_batch_sizes,
-    time_steps,
-    track_memory,
-    train_flops_per_image,
 )
-from cifarbench.profiling.memory import MIB, MemoryReading, reset_host_peak_rss
-from cifarbench.profiling.profiler import VariantResult
-from cifarbench.profiling.sweep import BatchPoint, Sweep
-from cifarbench.profiling.timing import StepTimes
 from cifarbench.runtime import Runtime
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,6 +9,7 @@ device synchronisation. The model's state is restored afterwards, so the pass ch
 from __future__ import annotations
 
 import copy
+import itertools
 import statistics
 import time
 from collections.abc import Callable
@@ -47,7 +48,7 @@ def step_breakdown_ms(model: nn.Module, data: DeviceData, model_cfg: ModelConfig
         run.optimizer_step(i)
         marks.append(_synced(rt))
         if i >= warmup:
-            for part, start, end in zip(PARTS, marks, marks[1:], strict=True):
+            for part, (start, end) in zip(PARTS, itertools.pairwise(marks), strict=True):
                 times[part].append(1000 * (end - start))
     model.load_state_dict(state)
     return {p: statistics.median(v) for p, v in times.items()}
