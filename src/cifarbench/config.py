@@ -44,6 +44,15 @@ class DataConfig(_Strict):
     image_size: Annotated[int, Field(ge=8, le=512)] = 32  # images are resized to this square
     train_size: PositiveInt | None = None  # null = whole split; int = class-balanced subset
     test_size: PositiveInt | None = None
+    # Caps on what a source may cost (README: Limits and caps); raise them for bigger data.
+    max_source_gib: Annotated[float, Field(gt=0)] = 4.0  # download / copy into data/raw
+    max_unpacked_gib: Annotated[float, Field(gt=0)] = 16.0  # all files of the source, unpacked
+    max_member_mib: Annotated[float, Field(gt=0)] = 256.0  # one archive member or file
+    max_members: PositiveInt = 1_000_000  # files, folders and links in the source
+    max_image_mpx: Annotated[float, Field(gt=0, le=178)] = 89.0  # decoded pixels of one image
+    max_arrays_gib: Annotated[float, Field(gt=0)] = 8.0  # prepare's in-memory image arrays
+    min_rate_kib_s: Annotated[float, Field(ge=0)] = 16.0  # mean over each timeout_s window
+    download_deadline_s: Annotated[float, Field(gt=0)] = 3600.0  # whole download, retries too
 
 
 # ------------------------------------------------------------------------------------- models
