@@ -68,7 +68,7 @@ def run_stage(main: Callable[[], None]) -> None:
 
 def _where() -> str:
     """'in <module>:<line> (<function>)' of the innermost frame of this package, if any."""
-    frames = traceback.extract_tb(sys.exc_info()[2])
+    frames = traceback.extract_tb(sys.exc_info()[2])[1:]  # the first is run_stage's own
     ours = [f for f in frames if Path(f.filename).resolve().is_relative_to(_PACKAGE)] or frames
     if not ours:
         return ""
