@@ -222,6 +222,11 @@ def _classify(source: str) -> tuple[str | None, Path | None]:
     if scheme in ("http", "https"):
         if not parts.hostname:
             raise UserError(f"data.source = {_shown(source)}: the URL has no host name")
+        try:
+            parts.hostname.encode("idna")  # what the socket layer does, raising UnicodeError
+        except UnicodeError:
+            raise UserError(f"data.source = {_shown(source)}: {parts.hostname[:80]!r} is not "
+                            "a valid host name") from None
         if any(c in source for c in "\x00\r\n\t "):
             raise UserError(f"data.source = {_shown(source)}: the URL holds a space or control "
                             "character; percent-encode it")
@@ -239,6 +244,8 @@ def _classify(source: str) -> tuple[str | None, Path | None]:
         raise UserError(f"data.source = {_shown(source)}: no such file or directory "
                         f"({_shown(str(path.absolute()))}; relative paths are resolved from the "
                         "directory dvc runs in)")
+    if not (path.is_dir() or path.is_file()):  # /dev/zero or a FIFO would never end
+        raise UserError(f"data.source = {_shown(source)}: not a regular file or a directory")
     return None, path
 
 
@@ -308,8 +315,7 @@ def download_url(url: str, dest: Path, *, name: str, timeout_s: float = 30.0, re
                 request = urllib.request.Request(url, headers={"User-Agent": "cifarbench"})
                 with _opener(watch).open(request, timeout=timeout) as resp:
                     reached = True
-                    total = resp.headers.get("Content-Length")
-                    total = int(total) if total and total.isdigit() else None
+                    total = _content_length(resp.headers.get("Content-Length"))
                     if total is not None:
                         _check_source_size(total, f"{url} (Content-Length)", limits)
                     with open(dest, "wb") as f:
@@ -345,6 +351,15 @@ def download_url(url: str, dest: Path, *, name: str, timeout_s: float = 30.0, re
         raise UserError(f"cannot download {url}: {last} ({tried}; data.timeout_s = {timeout_s:g},"
                         f" data.retries = {retries})")
     raise UserError(f"cannot reach {url}: {last} ({tried}). {OFFLINE_HINT}")
+
+
+def _content_length(value: str | None) -> int | None:
+    """The announced size in bytes; None when absent or not a number. A number too long for
+    int() (over 4300 digits) is, in any case, over every size cap."""
+    value = (value or "").strip()
+    if not value.isdigit():
+        return None
+    return int(value) if len(value) <= 30 else 10 ** 30
 
 
 def _describe_http_error(exc: urllib.error.HTTPError) -> str:
