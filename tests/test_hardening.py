@@ -295,7 +295,7 @@ def test_prepare_refuses_arrays_over_the_memory_cap_before_allocating(tmp_path):
                                      "of memory, over data.max_arrays_gib")
     # the defaults refuse CIFAR-10 at 512 (its train split alone was a 36.6 GiB allocation)
     from cifarbench.data.prepare import check_memory
-    with pytest.raises(UserError, match=r"60000 images .* need 43\.9 GiB .* data.max_arrays_gib = 8;"):
+    with pytest.raises(UserError, match=r"60000 images .* 43\.9 GiB .* data.max_arrays_gib = 8;"):
         check_memory(60_000, 512, Limits.from_config())
 
 

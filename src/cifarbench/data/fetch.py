@@ -285,10 +285,11 @@ def download_url(url: str, dest: Path, *, name: str, timeout_s: float = 30.0, re
     """Download ``url`` to ``dest`` with retries; return the size and digests of what arrived.
 
     ``timeout_s`` bounds each network read; the rate must reach ``limits.min_rate`` over every
-    ``RATE_WINDOWS * timeout_s`` seconds, or the download stops. ``retries`` extra attempts follow a failure after ``backoff_s``,
-    ``2 * backoff_s``, ... seconds. While the host has never answered, all attempts together
-    stop after :data:`CONNECT_BUDGET_S` seconds; whatever happens, the whole download stops at
-    ``limits.deadline_s``, and at ``limits.source_bytes`` bytes.
+    ``RATE_WINDOWS * timeout_s`` seconds, or the download stops. ``retries`` extra attempts
+    follow a failure after ``backoff_s``, ``2 * backoff_s``, ... seconds. While the host has
+    never answered, all attempts together stop after :data:`CONNECT_BUDGET_S` seconds; whatever
+    happens, the whole download stops at ``limits.deadline_s``, and at ``limits.source_bytes``
+    bytes.
     """
     log = log or sys.stderr
     limits = limits or Limits.from_config()
@@ -337,16 +338,16 @@ def download_url(url: str, dest: Path, *, name: str, timeout_s: float = 30.0, re
                 out_of_time = True
                 break
             if watch.reason:  # too slow: a server that trickles now will trickle again
-                raise UserError(f"cannot download {url}: {watch.reason}; stopped. Raise it (or "
-                                f"lower it to 0) for a slow connection, or set data.source to a "
-                                "local copy")
+                raise UserError(f"cannot download {url}: {watch.reason}; stopped. For a slow "
+                                "connection lower data.min_rate_kib_s (0 turns it off), or set "
+                                "data.source to a local copy")
         print(f"download: attempt {attempts}/{retries + 1} failed: {last}", file=log)
     elapsed = time.monotonic() - start
     tried = f"{attempts} attempt{'s' * (attempts > 1)} in {elapsed:.0f} s"
     if out_of_time:
         raise UserError(f"cannot download {url}: not complete within data.download_deadline_s = "
-                        f"{limits.deadline_s:g} ({tried}; last: {last}); raise it for a slow "
-                        "connection, or set data.source to a local copy")
+                        f"{limits.deadline_s:g} ({tried}); raise it for a slow connection, or "
+                        "set data.source to a local copy")
     if reached:
         raise UserError(f"cannot download {url}: {last} ({tried}; data.timeout_s = {timeout_s:g},"
                         f" data.retries = {retries})")
