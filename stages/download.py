@@ -1,7 +1,8 @@
 """Stage download: fetch ``data.source`` into the output folder, verified, plus ``source.json``.
 
-Paths come from dvc.yaml; the work is in ``cifarbench.data.fetch``. Nothing is left in the
-output folder unless it arrived complete, matched its checksum and opened as a known layout.
+Paths come from dvc.yaml; the work is in ``cifarbench.data.fetch``. The output folder is
+filled under a temporary name and renamed into place: nothing appears unless it arrived
+complete, within the ``data.*`` caps, matched its checksum and opened as a known layout.
 """
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ from pathlib import Path
 
 from cifarbench.cli import run_stage
 from cifarbench.config import load_params
-from cifarbench.data import SOURCE_RECORD, fetch_source
-from cifarbench.io import write_json
+from cifarbench.data import SOURCE_RECORD, Limits, fetch_source
+from cifarbench.io import atomic_dir, write_json
 
 
 def parse_args() -> argparse.Namespace:
@@ -25,9 +26,11 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     data = load_params(args.params).data
-    record = fetch_source(data.source, args.out, sha256=data.sha256, md5=data.md5,
-                          timeout_s=data.timeout_s, retries=data.retries)
-    write_json(args.out / SOURCE_RECORD, record)
+    with atomic_dir(args.out) as out:
+        record = fetch_source(data.source, out, sha256=data.sha256, md5=data.md5,
+                              timeout_s=data.timeout_s, retries=data.retries,
+                              limits=Limits.from_config(data))
+        write_json(out / SOURCE_RECORD, record)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Stage prepare: decode the fetched source into ``train.npz``/``test.npz`` + ``meta.json``.
 
 Paths come from dvc.yaml; the work is in ``cifarbench.data.prepare``. Everything is computed
-before the first file is written, and every file is written atomically.
+before the first file is written; the three files of the output folder appear together.
 """
 
 from __future__ import annotations
@@ -11,8 +11,7 @@ from pathlib import Path
 
 from cifarbench.cli import run_stage
 from cifarbench.config import load_params
-from cifarbench.data import prepare_dataset, save_split
-from cifarbench.io import write_json
+from cifarbench.data import Limits, prepare_dataset, save_prepared
 
 
 def parse_args() -> argparse.Namespace:
@@ -29,11 +28,8 @@ def main() -> None:
     params = load_params(args.params)
     data = prepare_dataset(args.raw, image_size=params.data.image_size,
                            train_size=params.data.train_size, test_size=params.data.test_size,
-                           seed=params.seed)
-    save_split(args.out / "train.npz", data.train_x, data.train_y)
-    save_split(args.out / "test.npz", data.test_x, data.test_y)
-    write_json(args.out / "meta.json", data.meta())
-    write_json(args.metrics, data.metrics())
+                           seed=params.seed, limits=Limits.from_config(params.data))
+    save_prepared(data, args.out, args.metrics)
 
 
 if __name__ == "__main__":

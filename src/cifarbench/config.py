@@ -9,6 +9,7 @@ declares the schema and turns its errors into one readable :class:`ParamsError`.
 
 from __future__ import annotations
 
+import reprlib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -43,6 +44,15 @@ class DataConfig(_Strict):
     image_size: Annotated[int, Field(ge=8, le=512)] = 32  # images are resized to this square
     train_size: PositiveInt | None = None  # null = whole split; int = class-balanced subset
     test_size: PositiveInt | None = None
+    # Caps on what a source may cost (README: Limits and caps); raise them for bigger data.
+    max_source_gib: Annotated[float, Field(gt=0)] = 4.0  # download / copy into data/raw
+    max_unpacked_gib: Annotated[float, Field(gt=0)] = 16.0  # all files of the source, unpacked
+    max_member_mib: Annotated[float, Field(gt=0)] = 256.0  # one archive member or file
+    max_members: PositiveInt = 1_000_000  # files, folders and links in the source
+    max_image_mpx: Annotated[float, Field(gt=0, le=178)] = 89.0  # decoded pixels of one image
+    max_arrays_gib: Annotated[float, Field(gt=0)] = 8.0  # prepare's in-memory image arrays
+    min_rate_kib_s: Annotated[float, Field(ge=0)] = 16.0  # mean over each timeout_s window
+    download_deadline_s: Annotated[float, Field(gt=0)] = 3600.0  # whole download, retries too
 
 
 # ------------------------------------------------------------------------------------- models
@@ -198,22 +208,42 @@ def _loc(loc: tuple[Any, ...]) -> str:
     return ".".join(parts)
 
 
+# Error messages show at most this much of any value or key a user wrote (a params.yaml can
+# hold a megabyte string or a deep structure); reprlib also stops at a few levels and items.
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother = 2, 60, 60
+_REPR.maxlist = _REPR.maxtuple = _REPR.maxdict = _REPR.maxset = 4
+MAX_ERROR_LINES = 20
+
+
+def _show(value: Any) -> str:
+    return _clip(_REPR.repr(value), 100)
+
+
+def _clip(text: str, limit: int = 120) -> str:
+    return text if len(text) <= limit else f"{text[:limit - 3]}..."
+
+
 def _format_errors(err: ValidationError, source: str) -> str:
     lines = [f"{source}: invalid parameters:"]
-    for e in err.errors():
-        key = _loc(e["loc"])
+    errors = err.errors()
+    for e in errors[:MAX_ERROR_LINES]:
+        key = _clip(_loc(e["loc"]))
         if e["type"] == "extra_forbidden":
-            lines.append(f"  {key}: unknown key (value {e['input']!r}); check the spelling")
+            lines.append(f"  {key}: unknown key (value {_show(e['input'])}); check the spelling")
         elif e["type"] == "missing":
             lines.append(f"  {key}: required key is missing")
         elif e["type"] == "union_tag_invalid":
-            lines.append(f"  {key}.kind = {e['ctx']['tag']!r}: not a known model kind (allowed: cnn, vit)")
+            lines.append(f"  {key}.kind = {_show(e['ctx']['tag'])}: not a known model kind "
+                         "(allowed: cnn, vit)")
         elif e["type"] == "union_tag_not_found":
             lines.append(f"  {key}.kind: required (allowed: cnn, vit)")
         else:
             val = e.get("input")
-            shown = "" if isinstance(val, dict) else f" = {val!r}"
-            lines.append(f"  {key}{shown}: {e['msg']}")
+            shown = "" if isinstance(val, dict) else f" = {_show(val)}"
+            lines.append(f"  {key}{shown}: {_clip(e['msg'], 300)}")
+    if len(errors) > MAX_ERROR_LINES:
+        lines.append(f"  ... and {len(errors) - MAX_ERROR_LINES} more")
     return "\n".join(lines)
 
 
@@ -227,15 +257,84 @@ def parse_params(raw: Any, source: str = "params.yaml") -> Params:
         raise ParamsError(_format_errors(err, source)) from None
 
 
+MAX_PARAMS_BYTES = 1 << 20  # a params.yaml is a few kB; refuse to parse more than 1 MiB
+MAX_PARAMS_VALUES = 100_000  # values after expanding YAML aliases (the project's file: ~150)
+
+
 def load_params(path: str | Path = "params.yaml") -> Params:
-    """Read and validate ``params.yaml``; raise :class:`ParamsError` on any problem."""
+    """Read and validate ``params.yaml``; raise :class:`ParamsError` on any problem.
+
+    Nothing in the file can make this hang or exhaust memory: its size is capped, YAML aliases
+    may expand to at most :data:`MAX_PARAMS_VALUES` values (an "alias bomb" is refused, so is
+    a structure that contains itself), and every problem is reported in one line.
+    """
     path = Path(path)
     try:
-        text = path.read_text()
+        with open(path, "rb") as f:
+            data = f.read(MAX_PARAMS_BYTES + 1)
     except OSError as exc:
         raise ParamsError(f"{path}: cannot read parameters ({exc.strerror})") from None
+    if len(data) > MAX_PARAMS_BYTES:
+        raise ParamsError(f"{path}: larger than {MAX_PARAMS_BYTES >> 20} MiB; not a parameters "
+                          "file")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ParamsError(f"{path}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset "
+                          f"{exc.start}); save it as UTF-8") from None
     try:
         raw = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = exc.problem or exc.context or type(exc).__name__
+        raise ParamsError(f"{path}: not valid YAML: {_clip(' '.join(problem.split()))}"
+                          f"{where}") from None
     except yaml.YAMLError as exc:
-        raise ParamsError(f"{path}: not valid YAML: {exc}") from None
+        raise ParamsError(f"{path}: not valid YAML: {_clip(' '.join(str(exc).split()))}") \
+            from None
+    except RecursionError:
+        raise ParamsError(f"{path}: not valid YAML: nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer of more than 4300 digits
+        raise ParamsError(f"{path}: not valid YAML: {_clip(' '.join(str(exc).split()))}") \
+            from None
+    _check_expanded_size(raw, str(path))
     return parse_params(raw, str(path))
+
+
+def _check_expanded_size(raw: Any, source: str) -> None:
+    """Refuse YAML whose aliases expand beyond MAX_PARAMS_VALUES values, or that contains itself.
+
+    safe_load shares one object per anchor, so loading a bomb is cheap; anything that walks
+    it (validation, an error message) pays the expanded size. Sizes are memoised per object,
+    so this check costs one visit per distinct object, not per expanded value.
+    """
+    sizes: dict[int, int] = {}
+    active: set[int] = set()
+
+    def size(node: Any) -> int:
+        if not isinstance(node, (dict, list)):
+            return 1
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in active:
+            raise ParamsError(f"{source}: a YAML alias refers to a structure that contains it; "
+                              "expand it by hand")
+        active.add(key)
+        children = [*node.keys(), *node.values()] if isinstance(node, dict) else node
+        total = 1
+        for child in children:
+            total += size(child)
+            if total > MAX_PARAMS_VALUES:
+                raise ParamsError(f"{source}: YAML aliases expand to more than "
+                                  f"{MAX_PARAMS_VALUES} values; refusing to read it (an alias "
+                                  "bomb?)")
+        active.discard(key)
+        sizes[key] = total
+        return total
+
+    try:
+        size(raw)
+    except RecursionError:
+        raise ParamsError(f"{source}: nested too deeply") from None

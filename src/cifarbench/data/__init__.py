@@ -4,16 +4,17 @@ and profiling only need :func:`load_split`."""
 
 from cifarbench.data.fetch import OFFICIAL_CIFAR10_MD5, fetch_source
 from cifarbench.data.prepare import (
-    SOURCE_RECORD,
-    PreparedData,
-    channel_stats,
-    decode_image,
-    load_split,
-    prepare_dataset,
-    save_split,
+                                     SOURCE_RECORD,
+                                     PreparedData,
+                                     channel_stats,
+                                     decode_image,
+                                     load_split,
+                                     prepare_dataset,
+                                     save_prepared,
+                                     save_split,
 )
-from cifarbench.data.sources import detect_layout, open_source
+from cifarbench.data.sources import Limits, detect_layout, open_source
 
-__all__ = ["OFFICIAL_CIFAR10_MD5", "SOURCE_RECORD", "PreparedData", "channel_stats",
+__all__ = ["OFFICIAL_CIFAR10_MD5", "SOURCE_RECORD", "Limits", "PreparedData", "channel_stats",
            "decode_image", "detect_layout", "fetch_source", "load_split", "open_source",
-           "prepare_dataset", "save_split"]
+           "prepare_dataset", "save_prepared", "save_split"]

@@ -9,6 +9,11 @@ hundredths of a second. ``data.train_size``/``data.test_size`` take class-balanc
 are deterministic for a seed and nested (a larger subset keeps the smaller one's images).
 The data set's name (``label`` in ``meta.json`` and ``metrics/data.json``, printed in every report
 caption) is decided here, from what was read: see :func:`data_label`.
+
+Memory is bounded before it is spent: the arrays' size (images x ``image_size``² x 3 bytes) is
+checked against ``data.max_arrays_gib`` before they are allocated, each image's declared pixel
+count against ``data.max_image_mpx`` before it is decoded, and each member against the source
+caps as it is read. The three files of ``data/prepared`` appear together (one folder rename).
 """
 
 from __future__ import annotations
@@ -34,14 +39,16 @@ from cifarbench.data.sources import (
     CIFAR_TRAIN_BATCHES,
     CifarPythonLayout,
     ImageFolderLayout,
+    Limits,
     Source,
     detect_layout,
     open_source,
     parse_cifar_batch,
     parse_cifar_meta,
+    size_text,
 )
 from cifarbench.errors import UserError
-from cifarbench.io import atomic_path
+from cifarbench.io import atomic_dir, atomic_path, write_json
 
 SOURCE_RECORD = "source.json"  # written by the download stage beside the fetched entry
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
@@ -86,10 +93,13 @@ class PreparedData:
 
 
 def prepare_dataset(raw_dir: str | Path, *, image_size: int = 32, train_size: int | None = None,
-                    test_size: int | None = None, seed: int = 0,
+                    test_size: int | None = None, seed: int = 0, limits: Limits | None = None,
                     log: TextIO | None = None) -> PreparedData:
-    """Read what the download stage fetched into ``raw_dir`` and build both splits."""
+    """Read what the download stage fetched into ``raw_dir`` and build both splits.
+
+    ``limits`` defaults to the ``data.*`` caps' defaults."""
     log = log or sys.stderr
+    limits = limits or Limits.from_config()
     start = time.perf_counter()
     raw_dir = Path(raw_dir)
     record = read_source_record(raw_dir)
@@ -100,7 +110,7 @@ def prepare_dataset(raw_dir: str | Path, *, image_size: int = 32, train_size: in
             raise UserError(f"data.{split}_size = {size}: must be a positive number of images "
                             "(or null for the whole split)")
 
-    with open_source(entry) as src:
+    with open_source(entry, limits) as src:
         layout = detect_layout(src)
         if isinstance(layout, CifarPythonLayout):
             classes, splits, official = _read_cifar(src, layout,
@@ -108,10 +118,11 @@ def prepare_dataset(raw_dir: str | Path, *, image_size: int = 32, train_size: in
             counts = {split: np.bincount(y, minlength=len(classes)).tolist()
                       for split, (_, y) in splits.items()}
             all_jpeg = False
+            keep = {split: balanced_subset(y, sizes[split], num_classes=len(classes), seed=seed,
+                                           split=split) for split, (_, y) in splits.items()}
+            check_memory(sum(map(len, keep.values())), image_size, limits)
             for split, (x, y) in splits.items():
-                keep = balanced_subset(y, sizes[split], num_classes=len(classes), seed=seed,
-                                       split=split)
-                splits[split] = (_resize_all(x[keep], image_size), y[keep])
+                splits[split] = (_resize_all(x[keep[split]], image_size), y[keep[split]])
             kind = "cifar-python"
         else:
             classes, official = layout.classes, False
@@ -122,7 +133,7 @@ def prepare_dataset(raw_dir: str | Path, *, image_size: int = 32, train_size: in
             all_jpeg = all(member.lower().endswith((".jpg", ".jpeg"))
                            for split_items in items.values() for member, _ in split_items)
             splits = _read_imagefolder(src, layout, sizes, image_size=image_size, seed=seed,
-                                       log=log)
+                                       limits=limits, log=log)
             kind = "imagefolder"
 
     (train_x, train_y), (test_x, test_y) = splits["train"], splits["test"]
@@ -135,6 +146,35 @@ def prepare_dataset(raw_dir: str | Path, *, image_size: int = 32, train_size: in
     return PreparedData(classes=classes, layout=kind, source=str(record.get("source", entry)),
                         label=label, image_size=image_size, train_x=train_x, train_y=train_y,
                         test_x=test_x, test_y=test_y, mean=mean, std=std)
+
+
+def check_memory(images: int, image_size: int, limits: Limits) -> None:
+    """Refuse, before allocating, arrays larger than ``data.max_arrays_gib``."""
+    need = images * image_size * image_size * 3
+    if need > limits.arrays_bytes:
+        raise UserError(
+            f"data.image_size = {image_size}: {images} images of {image_size}x{image_size}x3 "
+            f"need {size_text(need)} of memory, over data.max_arrays_gib = "
+            f"{limits.arrays_bytes / 2**30:g}; lower data.image_size, take a subset with "
+            "data.train_size/data.test_size, or raise data.max_arrays_gib if the machine has "
+            "the memory")
+
+
+def save_prepared(data: PreparedData, out_dir: str | Path, metrics_path: str | Path) -> None:
+    """Write ``train.npz``, ``test.npz`` and ``meta.json`` into ``out_dir`` as one unit, then
+    ``metrics_path``.
+
+    The folder is filled under a temporary name and renamed into place, so a kill leaves the
+    old folder or the new one, never new arrays beside an old meta.json. The old metrics file
+    is removed first: a kill before the new one is written leaves it missing (DVC reruns the
+    stage) rather than describing other data.
+    """
+    Path(metrics_path).unlink(missing_ok=True)
+    with atomic_dir(out_dir) as tmp:
+        save_split(tmp / "train.npz", data.train_x, data.train_y)
+        save_split(tmp / "test.npz", data.test_x, data.test_y)
+        write_json(tmp / "meta.json", data.meta())
+    write_json(metrics_path, data.metrics())
 
 
 def read_source_record(raw_dir: Path) -> dict:
@@ -288,7 +328,7 @@ def _resize_all(x: np.ndarray, size: int) -> np.ndarray:
 
 
 def _read_imagefolder(src: Source, layout: ImageFolderLayout, sizes: dict[str, int | None], *,
-                      image_size: int, seed: int,
+                      image_size: int, seed: int, limits: Limits,
                       log: TextIO) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     if layout.skipped:
         examples = ", ".join(layout.skipped[:3]) + (", ..." if len(layout.skipped) > 3 else "")
@@ -304,6 +344,7 @@ def _read_imagefolder(src: Source, layout: ImageFolderLayout, sizes: dict[str, i
         labels[split] = y_all[keep]
         where.update({split_items[i][0]: (split, row) for row, i in enumerate(keep)})
 
+    check_memory(len(where), image_size, limits)
     x = {split: np.empty((len(y), image_size, image_size, 3), dtype=np.uint8)
          for split, y in labels.items()}
     bar = tqdm(total=len(where), desc="prepare: decoding", unit="img", file=log, mininterval=1.0,
@@ -313,22 +354,50 @@ def _read_imagefolder(src: Source, layout: ImageFolderLayout, sizes: dict[str, i
         warnings.filterwarnings("ignore", category=UserWarning, module="PIL")
         for member, data in src.read(where):
             split, row = where[member]
-            x[split][row] = decode_image(data, image_size, label=f"{src.label}: {member}")
+            x[split][row] = decode_image(data, image_size, label=f"{src.label}: {member}",
+                                         max_pixels=limits.image_pixels)
             bar.update()
     return {split: (x[split], labels[split]) for split in items}
 
 
-def decode_image(data: bytes, size: int, *, label: str = "image") -> np.ndarray:
-    """Encoded image bytes -> (size, size, 3) uint8 RGB; a UserError naming ``label`` if bad."""
+def decode_image(data: bytes, size: int, *, label: str = "image",
+                 max_pixels: int | None = None) -> np.ndarray:
+    """Encoded image bytes -> (size, size, 3) uint8 RGB; a UserError naming ``label`` if bad.
+
+    An image that declares more than ``max_pixels`` (default: ``data.max_image_mpx``'s) is
+    refused before it is decoded; this check replaces PIL's decompression-bomb warning.
+    """
+    max_pixels = max_pixels or Limits.from_config().image_pixels
     try:
-        with Image.open(io.BytesIO(data)) as img:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError:  # over twice PIL's limit, so over any allowed cap
+        raise UserError(f"{label}: image of more than {2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f} "
+                        f"megapixels, over data.max_image_mpx = {max_pixels / 1e6:g}") from None
+    except Exception as exc:  # noqa: BLE001 - PIL raises many types for bad data; all mean "cannot decode"
+        raise _undecodable(label, exc) from None
+    with img:
+        width, height = img.size
+        if width * height > max_pixels:
+            raise UserError(f"{label}: image of {width}x{height} = {width * height / 1e6:.1f} "
+                            f"megapixels, over data.max_image_mpx = {max_pixels / 1e6:g}; raise "
+                            "it if the image is genuine")
+        try:
             if img.format == "JPEG" and min(img.size) >= 2 * size:
                 img.draft(None, (size, size))  # let libjpeg downscale by 2/4/8 while decoding
             return np.asarray(_fit(to_rgb(img), size), dtype=np.uint8)
-    except Exception as exc:  # noqa: BLE001 - PIL raises many types for bad data; all mean "cannot decode"
-        kind = "not a recognised image" if isinstance(exc, Image.UnidentifiedImageError) else exc
-        ext = posixpath.splitext(label)[1] or "(none)"
-        raise UserError(f"{label}: cannot decode image with extension {ext}: {kind}") from None
+        except MemoryError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - PIL raises many types for bad data
+            raise _undecodable(label, exc) from None
+
+
+def _undecodable(label: str, exc: Exception) -> UserError:
+    kind = "not a recognised image" if isinstance(exc, Image.UnidentifiedImageError) else exc
+    ext = posixpath.splitext(label)[1] or "(none)"
+    text = " ".join(str(kind).split())
+    return UserError(f"{label}: cannot decode image with extension {ext}: {text}")
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
@@ -337,7 +406,7 @@ def to_rgb(img: Image.Image) -> Image.Image:
         img.load()
         return img
     if img.mode.startswith("I"):  # I;16, I;16B, I: PIL's convert() would clip at 255
-        wide = np.asarray(img).astype(np.int64)
+        wide = np.asarray(img).astype(np.int32)  # I;16 fits; I is clipped next
         gray = ((np.clip(wide, 0, 65535) + 128) // 257).astype(np.uint8)
         return Image.fromarray(gray, mode="L").convert("RGB")
     return img.convert("RGB")
