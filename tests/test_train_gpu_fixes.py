@@ -203,3 +203,13 @@ def test_models_train_from_the_gpu_params_yaml() -> None:
         assert m.train.compile and m.train.warmup_steps > 0
         build_model(m, num_classes=10, image_size=32)
     assert params.models["vit"].augment.policy == "trivial"
+
+
+def test_yaml_1_2_floats_without_a_dot_are_numbers(tmp_path: Path) -> None:
+    """``bn_eps: 1e-12`` is a float for DVC (YAML 1.2); the params loader agrees."""
+    from cifarbench.config import load_params
+    root = Path(__file__).resolve().parents[1]
+    text = (root / "params.yaml").read_text().replace("bn_eps: 1.0e-12", "bn_eps: 1e-12")
+    assert "bn_eps: 1e-12" in text
+    (tmp_path / "params.yaml").write_text(text)
+    assert load_params(tmp_path / "params.yaml").models["cnn"].arch.bn_eps == 1e-12

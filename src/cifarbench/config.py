@@ -9,6 +9,7 @@ declares the schema and turns its errors into one readable :class:`ParamsError`.
 
 from __future__ import annotations
 
+import re
 import reprlib
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -261,6 +262,16 @@ MAX_PARAMS_BYTES = 1 << 20  # a params.yaml is a few kB; refuse to parse more th
 MAX_PARAMS_VALUES = 100_000  # values after expanding YAML aliases (the project's file: ~150)
 
 
+class _ParamsLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, plus YAML 1.2 floats without a dot (``1e-12``): PyYAML follows
+    YAML 1.1 and would read them as strings, while DVC (ruamel.yaml, YAML 1.2) reads floats."""
+
+
+_ParamsLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$"),
+    list("-+0123456789"))
+
+
 def load_params(path: str | Path = "params.yaml") -> Params:
     """Read and validate ``params.yaml``; raise :class:`ParamsError` on any problem.
 
@@ -283,7 +294,7 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         raise ParamsError(f"{path}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset "
                           f"{exc.start}); save it as UTF-8") from None
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_ParamsLoader)  # a SafeLoader subclass: no arbitrary objects
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -34,7 +34,7 @@ import urllib.request
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, TextIO
+from typing import Any, BinaryIO, TextIO
 
 from tqdm import tqdm
 
@@ -470,7 +470,8 @@ class _WatchedHTTPSConnection(http.client.HTTPSConnection, _WatchedHTTPConnectio
     so the TLS handshake is watched too) -> HTTPConnection.connect."""
 
 
-def _connection(cls: type, watch: _Watch, *args: object, **kwargs: object):
+def _connection(cls: type[_WatchedHTTPConnection], watch: _Watch, *args: Any,
+                **kwargs: Any) -> _WatchedHTTPConnection:
     conn = cls(*args, **kwargs)
     conn.watch = watch
     return conn
@@ -481,7 +482,7 @@ class _HTTPHandler(urllib.request.HTTPHandler):
         super().__init__()
         self._watch = watch
 
-    def http_open(self, req: urllib.request.Request):
+    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
         return self.do_open(functools.partial(_connection, _WatchedHTTPConnection, self._watch),
                             req)
 
@@ -491,9 +492,10 @@ class _HTTPSHandler(urllib.request.HTTPSHandler):
         super().__init__()
         self._watch = watch
 
-    def https_open(self, req: urllib.request.Request):
+    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        context = self._context  # type: ignore[attr-defined]  # HTTPSHandler's, not in the stubs
         return self.do_open(functools.partial(_connection, _WatchedHTTPSConnection, self._watch),
-                            req, context=self._context)
+                            req, context=context)
 
 
 def _opener(watch: _Watch) -> urllib.request.OpenerDirector:

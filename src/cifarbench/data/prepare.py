@@ -373,6 +373,7 @@ def decode_image(data: bytes, size: int, *, label: str = "image",
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError:  # over twice PIL's limit, so over any allowed cap
+        assert Image.MAX_IMAGE_PIXELS is not None  # PIL raises this only while a limit is set
         raise UserError(f"{label}: image of more than {2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f} "
                         f"megapixels, over data.max_image_mpx = {max_pixels / 1e6:g}") from None
     except Exception as exc:  # noqa: BLE001 - PIL raises many types for bad data; all mean "cannot decode"

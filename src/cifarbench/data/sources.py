@@ -33,10 +33,10 @@ import tempfile
 import zipfile
 import zlib
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import IO, Any, BinaryIO, cast
 
 import numpy as np
 
@@ -65,8 +65,9 @@ CHUNK = 1 << 20  # bytes per read when streaming
 MAX_LINK_TARGET = 4096  # bytes of a zip symlink's target (PATH_MAX)
 # Compression methods Python's zipfile can read (others: Deflate64, implode, AES, ...).
 ZIP_METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA)
-_DECOMPRESSORS = {b"\x1f\x8b": lambda f: gzip.GzipFile(fileobj=f, mode="rb"),
-                  b"BZh": bz2.BZ2File, b"\xfd7zXZ": lzma.LZMAFile}
+_DECOMPRESSORS: dict[bytes, Callable[[IO[bytes]], io.BufferedIOBase]] = {
+    b"\x1f\x8b": lambda f: gzip.GzipFile(fileobj=f, mode="rb"),
+    b"BZh": bz2.BZ2File, b"\xfd7zXZ": lzma.LZMAFile}
 
 _READ_ERRORS = (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError, zlib.error,
                 lzma.LZMAError, NotImplementedError)
@@ -216,7 +217,7 @@ class Source:
     def _size(self, member: Any) -> int:
         raise NotImplementedError
 
-    def _open(self, member: Any) -> BinaryIO:
+    def _open(self, member: Any) -> IO[bytes]:
         raise NotImplementedError
 
     def read(self, names: Iterable[str]) -> Iterator[tuple[str, bytes]]:
@@ -308,7 +309,7 @@ class _DirSource(Source):
 
     def _walk(self) -> None:
         # (relative name, real path, real paths of the folders above it: a loop re-enters one)
-        stack = [("", self._root, (self._root,))]
+        stack: list[tuple[str, str, tuple[str, ...]]] = [("", self._root, (self._root,))]
         while stack:
             rel, real, above = stack.pop()
             try:
@@ -351,7 +352,7 @@ class _DirSource(Source):
     def _size(self, member: str) -> int:
         return self._sizes[member]
 
-    def _open(self, member: str) -> BinaryIO:
+    def _open(self, member: str) -> IO[bytes]:
         # No link followed at the last step, no blocking on a FIFO swapped in since listing.
         fd = os.open(member, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | os.O_NONBLOCK)
         if not stat.S_ISREG(os.fstat(fd).st_mode):
@@ -369,11 +370,11 @@ class _CappedStream:
     cap, and no read or seek may go past the unpacked cap.
     """
 
-    def __init__(self, raw: BinaryIO, limits: Limits, label: str) -> None:
+    def __init__(self, raw: io.BufferedIOBase, limits: Limits, label: str) -> None:
         self._raw, self._limits, self._label = raw, limits, label
         self._max_read = max(limits.member_bytes, CHUNK) + tarfile.BLOCKSIZE
 
-    def read(self, n: int = -1) -> bytes:
+    def read(self, n: int | None = -1) -> bytes:
         if n is None or n < 0 or n > self._max_read:
             raise UserError(f"{self._label}: an archive header declares more than "
                             f"{size_text(self._max_read)} of data, over "
@@ -420,7 +421,10 @@ class _TarSource(Source):
         links: dict[str, str] = {}
         last = None
         try:
-            self._tar = tarfile.open(fileobj=self._tarstream, mode="r:")  # noqa: SIM115 - closed by close()
+            # The stubs' tarfile._Fileobj also asks for write() and close(), which reading never
+            # calls (a TarFile does not close a fileobj it was given).
+            fileobj = cast("tarfile._Fileobj", self._tarstream)
+            self._tar = tarfile.open(fileobj=fileobj, mode="r:")  # noqa: SIM115 - closed by close()
             with tempfile.TemporaryDirectory() as empty:
                 # Each check runs before the next iteration skips past this member's data.
                 for m in self._tar:  # a later member of the same name wins, as on extraction
@@ -453,6 +457,7 @@ class _TarSource(Source):
         # a complete archive ends with zero blocks (and, compressed, a valid end of stream).
         if last is None:
             raise UserError(f"{self.label}: archive is empty")
+        assert self._tar is not None  # opened by _index() before it calls this
         f = self._tarstream
         f.seek(self._tar.offset)
         seen = 0
@@ -471,8 +476,11 @@ class _TarSource(Source):
     def _size(self, member: tarfile.TarInfo) -> int:
         return member.size
 
-    def _open(self, member: tarfile.TarInfo) -> BinaryIO:
-        return self._tar.extractfile(member)
+    def _open(self, member: tarfile.TarInfo) -> IO[bytes]:
+        assert self._tar is not None  # the constructor has indexed it, or raised
+        f = self._tar.extractfile(member)
+        assert f is not None  # None only for non-regular members, never indexed
+        return f
 
     def close(self) -> None:
         if self._tar is not None:
@@ -538,7 +546,8 @@ class _ZipSource(Source):
             raise UserError(f"{self.label}: member {info.filename!r} is encrypted; decrypt the "
                             "archive first (or use a .tar.gz)")
         if info.compress_type not in ZIP_METHODS:
-            method = zipfile.compressor_names.get(info.compress_type, "unknown")
+            names = zipfile.compressor_names  # type: ignore[attr-defined]  # undocumented, not in the stubs
+            method = names.get(info.compress_type, "unknown")
             raise UserError(f"{self.label}: member {info.filename!r} uses compression method "
                             f"{info.compress_type} ({method}), which Python's zipfile cannot "
                             "read; re-create the archive with deflate (zip -Z deflate) or as "
@@ -556,7 +565,7 @@ class _ZipSource(Source):
     def _size(self, member: zipfile.ZipInfo) -> int:
         return member.file_size
 
-    def _open(self, member: zipfile.ZipInfo) -> BinaryIO:
+    def _open(self, member: zipfile.ZipInfo) -> IO[bytes]:
         return self._zip.open(member)
 
     def verify(self) -> None:
@@ -575,8 +584,9 @@ def _zip_entry_count(path: Path) -> int | None:
     private, so any surprise from it just skips this early check."""
     try:
         with open(path, "rb") as f:
-            end = zipfile._EndRecData(f)
-        return int(end[zipfile._ECD_ENTRIES_TOTAL]) if end else None
+            end = zipfile._EndRecData(f)  # type: ignore[attr-defined]  # private, not in the stubs
+        total = zipfile._ECD_ENTRIES_TOTAL  # type: ignore[attr-defined]  # private, not in the stubs
+        return int(end[total]) if end else None
     except Exception:  # noqa: BLE001 - a corrupt record is reported by ZipFile() itself
         return None
 

@@ -32,7 +32,7 @@ def step_breakdown_ms(model: nn.Module, data: DeviceData, model_cfg: ModelConfig
     if steps <= 0:
         return {}
     state = copy.deepcopy(model.state_dict())
-    run = Trainer(model, step_model or model, data, model_cfg, rt, seed=seed)
+    run = Trainer(model, model if step_model is None else step_model, data, model_cfg, rt, seed=seed)
     order = run.epoch_order()
     times: dict[str, list[float]] = {p: [] for p in PARTS}
     model.train()
