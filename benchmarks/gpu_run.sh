@@ -48,7 +48,7 @@ WORK="$ROOT/repo"
 mkdir -p "$WORK"
 tar -C "$PROJECT" --exclude=./.git --exclude=./.venv --exclude=./.gpu --exclude=./data \
     --exclude=./models --exclude=./.scratch --exclude='*.egg-info' --exclude=./.dvc/cache \
-    --exclude=./.dvc/tmp -cf - . | tar -C "$WORK" -xf -
+    --exclude=./.dvc/tmp --exclude=__pycache__ -cf - . | tar -C "$WORK" -xf -
 cd "$WORK"
 export PYTHONPATH="$WORK/src${PYTHONPATH:+:$PYTHONPATH}"
 # dvc.yaml runs `python`: some images only have python3.
@@ -164,8 +164,8 @@ run status "$(left)" dvc status || true
 if [ $DRY = 0 ]; then
   run compile_check "$(( $(left) - 60 ))" $PY -m pytest -q -p no:cacheprovider tests/test_compile.py -k matches_eager || true
 fi
-run bench_cnn "$(( $(left) - 30 ))" $PY benchmarks/train_throughput.py --model cnn --steps "$BENCH_STEPS" || true
-run bench_vit "$(left)" $PY benchmarks/train_throughput.py --model vit --steps "$BENCH_STEPS" || true
+run bench_cnn "$(( $(left) - 30 ))" $PY benchmarks/train_throughput.py --model cnn --steps "$BENCH_STEPS" --compile || true
+run bench_vit "$(left)" $PY benchmarks/train_throughput.py --model vit --steps "$BENCH_STEPS" --compile || true
 
 # ---- what comes back ------------------------------------------------------------------------
 $PY benchmarks/gpu_summary.py --out "$OUT/summary.md" --env "$OUT/env.txt" --logs "$OUT/logs" \

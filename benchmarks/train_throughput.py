@@ -3,6 +3,7 @@
 In one process on one machine, for the same model, batch size, precision and optimiser:
 
 1. our loop (``cifarbench.train.train_run``: data resident on the device, batched augmentation);
+   With ``--compile``, once more with ``torch.compile`` (the speed-up over eager);
 2. a textbook loop: ``torch.utils.data.DataLoader`` over PIL images with
    ``torchvision.transforms`` (RandomCrop with reflect padding, RandomHorizontalFlip,
    ToTensor, Normalize), the same model/optimiser/autocast step;
@@ -34,7 +35,7 @@ from cifarbench.io import read_json
 from cifarbench.models import build_model
 from cifarbench.profiling.flops import train_flops_per_image
 from cifarbench.runtime import Runtime, environment, resolve_runtime
-from cifarbench.train import make_optimizer, memory_format, to_device_data, train_runs
+from cifarbench.train import TrainingResult, make_optimizer, memory_format, to_device_data, train_runs
 
 
 def load_arrays(data_dir: Path, n: int) -> tuple[np.ndarray, np.ndarray, dict]:
@@ -48,19 +49,19 @@ def load_arrays(data_dir: Path, n: int) -> tuple[np.ndarray, np.ndarray, dict]:
             rng.integers(0, 10, n).astype(np.int64), meta)
 
 
-def ours(cfg, x: np.ndarray, y: np.ndarray, meta: dict, rt: Runtime, steps: int, bs: int) -> float:
-    """Images/s of ``train_runs`` over ``steps`` steps: its train_time_s excludes the warm-up
-    (3 untimed steps: kernel selection, allocator growth) and evaluation."""
+def ours(cfg, x: np.ndarray, y: np.ndarray, meta: dict, rt: Runtime, steps: int, bs: int,
+         compile: bool = False) -> TrainingResult:
+    """``train_runs`` over ``steps`` steps; its train_time_s excludes the warm-up (3 untimed
+    steps: kernel selection, allocator growth; compilation when ``compile``) and evaluation."""
     data = to_device_data((x[:steps * bs], y[:steps * bs]), (x[:bs], y[:bs]),
                           classes=meta["classes"], mean=meta["mean"], std=meta["std"],
                           device=rt.device)
     train_cfg = cfg.train.model_copy(update={"epochs": 1.0, "batch_size": bs, "runs": 1,
-                                             "tta": "none", "compile": False, "warmup_steps": 3})
+                                             "tta": "none", "compile": compile, "warmup_steps": 3})
     model_cfg = cfg.model_copy(update={"train": train_cfg})
-    training = train_runs(
+    return train_runs(
         lambda: build_model(cfg, num_classes=len(meta["classes"]), image_size=x.shape[1]),
         data, model_cfg, rt, seed=0, name="bench", log=io.StringIO())
-    return training.runs[0].train_throughput_img_s
 
 
 class _ImageDataset(torch.utils.data.Dataset):
@@ -139,6 +140,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=30, help="timed training steps per loop")
     ap.add_argument("--batch-size", type=int, default=None, help="default: the model's own")
     ap.add_argument("--workers", type=int, default=2, help="DataLoader worker processes")
+    ap.add_argument("--compile", action="store_true",
+                    help="also time our loop with torch.compile (compile time printed apart)")
     args = ap.parse_args()
 
     params = load_params(args.params)
@@ -155,11 +158,18 @@ def main() -> None:
     peaks = {"fp32": matmul_peak_flops(rt, torch.float32, n)}  # IEEE fp32: TF32 is off
     if rt.amp_dtype is not None:
         peaks[rt.dtype_name] = matmul_peak_flops(rt, rt.amp_dtype, n)
-    ours_ips = ours(cfg, x, y, meta, rt, args.steps, bs)
+    ours_ips = ours(cfg, x, y, meta, rt, args.steps, bs).runs[0].train_throughput_img_s
+    compiled = ours(cfg, x, y, meta, rt, args.steps, bs, compile=True) if args.compile else None
     base_ips = dataloader_loop(cfg, x, y, meta, rt, args.steps, bs, args.workers, cfg.augment.translate)
     print(f"  our loop (device-resident data, batched aug): {ours_ips:10.1f} img/s")
     print(f"  DataLoader + torchvision.transforms ({args.workers} workers): {base_ips:10.1f} img/s")
     print(f"  ratio ours / DataLoader: {ours_ips / base_ips:.2f}x")
+    if compiled is not None:
+        info = compiled.compile
+        c_ips = compiled.runs[0].train_throughput_img_s
+        print(f"  our loop, torch.compile ({info.mode}, compile {info.compile_time_s:.1f} s): "
+              f"{c_ips:10.1f} img/s -> {c_ips / ours_ips:.2f}x eager"
+              + (f" [{info.reason}]" if info.reason else ""))
 
     model = build_model(cfg, num_classes=len(meta["classes"]), image_size=x.shape[1]).to(rt.device)
     example = torch.randn(min(bs, 64), 3, x.shape[1], x.shape[1], device=rt.device)

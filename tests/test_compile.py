@@ -34,7 +34,7 @@ def step(model: torch.nn.Module, fn, x: torch.Tensor, t: torch.Tensor,
     with rt.autocast():
         loss = F.cross_entropy(fn(x).float(), t)
     loss.backward()
-    return float(loss), torch.cat([p.grad.flatten().float() for p in model.parameters()
+    return float(loss.detach()), torch.cat([p.grad.flatten().float() for p in model.parameters()
                                    if p.grad is not None])
 
 

@@ -445,7 +445,7 @@ def compile_checked(model: nn.Module, data: DeviceData, model_cfg: ModelConfig, 
             loss = F.cross_entropy(fn(x).float(), t)
         loss.backward()
         grads = [p.grad.flatten().float() for p in model.parameters() if p.grad is not None]
-        return float(loss), torch.cat(grads)
+        return float(loss.detach()), torch.cat(grads)
 
     eager_loss, eager_grads = loss_and_grads(model)
     compiled = torch.compile(model)
