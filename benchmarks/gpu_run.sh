@@ -45,6 +45,7 @@ export PYTHONUNBUFFERED=1 MPLBACKEND=Agg DVC_NO_ANALYTICS=1
 ROOT=$(mktemp -d)
 trap 'rm -rf "$ROOT"' EXIT
 WORK="$ROOT/repo"
+LOGS="$ROOT/logs"  # one log per step; they come back as OUT/logs.tgz (few files in OUT)
 mkdir -p "$WORK"
 tar -C "$PROJECT" --exclude=./.git --exclude=./.venv --exclude=./.gpu --exclude=./data \
     --exclude=./models --exclude=./.scratch --exclude='*.egg-info' --exclude=./.dvc/cache \
@@ -140,16 +141,16 @@ else
 fi
 
 # ---- the pipeline, most important first; each step logged -----------------------------------
-run() {  # run NAME TIMEOUT CMD...: log to OUT/logs/NAME.log, never abort the whole script
+run() {  # run NAME TIMEOUT CMD...: log to LOGS/NAME.log, never abort the whole script
   local name=$1 limit=$2; shift 2
-  mkdir -p "$OUT/logs"
+  mkdir -p "$LOGS"
   if [ "$limit" -le 0 ]; then log "$name: skipped (budget spent)"; return 1; fi
   log "$name: start (limit ${limit}s)"
-  if timeout "$limit" "$@" > "$OUT/logs/$name.log" 2>&1; then
+  if timeout "$limit" "$@" > "$LOGS/$name.log" 2>&1; then
     log "$name: done"
   else
     local rc=$?
-    log "$name: FAILED (exit $rc); last lines:"; tail -n 5 "$OUT/logs/$name.log" | tee -a "$OUT/steps.log" >&2
+    log "$name: FAILED (exit $rc); last lines:"; tail -n 5 "$LOGS/$name.log" | tee -a "$OUT/steps.log" >&2
     return 1
   fi
 }
@@ -168,10 +169,10 @@ run bench_cnn "$(( $(left) - 30 ))" $PY benchmarks/train_throughput.py --model c
 run bench_vit "$(left)" $PY benchmarks/train_throughput.py --model vit --steps "$BENCH_STEPS" --compile || true
 
 # ---- what comes back ------------------------------------------------------------------------
-$PY benchmarks/gpu_summary.py --out "$OUT/summary.md" --env "$OUT/env.txt" --logs "$OUT/logs" \
+$PY benchmarks/gpu_summary.py --out "$OUT/summary.md" --env "$OUT/env.txt" --logs "$LOGS" \
   2>>"$OUT/steps.log" || log "summary: FAILED"
 tar -czf "$OUT/results.tgz" dvc.lock params.yaml metrics plots 2>/dev/null || true
-tar -czf "$OUT/logs.tgz" -C "$OUT" logs steps.log 2>/dev/null || true
+tar -czf "$OUT/logs.tgz" -C "$ROOT" logs 2>/dev/null || true
 for m in cnn vit; do [ -f "models/$m.pt" ] && cp "models/$m.pt" "$OUT/$m.pt"; done
 log "finished in $(( $(date +%s) - START ))s"
 cat "$OUT/summary.md" 2>/dev/null >&2 || true
