@@ -43,7 +43,7 @@ def step(model: torch.nn.Module, fn, x: torch.Tensor, t: torch.Tensor,
 def test_compiled_step_matches_eager(kind: str, rt: Runtime) -> None:
     torch._dynamo.reset()
     c = cfg(kind)
-    data = tiny_data()
+    data = tiny_data(device=rt.device)
     torch.manual_seed(0)
     model = build_model(c, num_classes=3, image_size=16).to(rt.device)
     run = Trainer(model, model, data, c, rt, seed=0)  # whitening init, batch drawing
@@ -103,3 +103,17 @@ def test_compiled_training_runs_reuse_one_graph() -> None:
     assert training.compile.recompiles == 0
     assert [r.seed for r in training.runs] == [0, 1]
     assert all(r.test_accuracy > 0.5 for r in training.runs)
+
+
+def test_each_precision_compiles_into_its_own_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    """inductor's cache keys miss the autocast dtype (torch 2.11): precisions must not share."""
+    import os
+    c = cfg("vit", compile=True)
+    model = build_model(c, num_classes=3, image_size=16)
+    monkeypatch.setattr(torch, "compile", lambda m: m)
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "/tmp/whatever")  # restored afterwards
+    folders = []
+    for amp in (None, torch.bfloat16):
+        compile_checked(model, tiny_data(), c, Runtime(torch.device("cpu"), amp), log=io.StringIO())
+        folders.append(os.environ["TORCHINDUCTOR_CACHE_DIR"])
+    assert folders[0].endswith("cifarbench-cpu-fp32") and folders[1].endswith("cifarbench-cpu-bf16")

@@ -31,7 +31,8 @@ MODELS = {
 }
 
 
-def tiny_data(n_train: int = 192, n_test: int = 60, k: int = 3, size: int = 16):
+def tiny_data(n_train: int = 192, n_test: int = 60, k: int = 3, size: int = 16,
+              device: torch.device | None = None):
     """Classes differ by their dominant colour channel: learnable in a few steps."""
     rng = np.random.default_rng(0)
 
@@ -42,7 +43,7 @@ def tiny_data(n_train: int = 192, n_test: int = 60, k: int = 3, size: int = 16):
         return x, y.astype(np.int64)
 
     return to_device_data(split(n_train), split(n_test), classes=["r", "g", "b"],
-                          mean=[0.45] * 3, std=[0.25] * 3, device=torch.device("cpu"))
+                          mean=[0.45] * 3, std=[0.25] * 3, device=device or torch.device("cpu"))
 
 
 def cfg(kind: str, **train):

@@ -35,7 +35,7 @@ from cifarbench.config import ModelConfig, TrainConfig
 from cifarbench.errors import UserError
 from cifarbench.models import init_from_data, late_frozen_params
 from cifarbench.profiling.memory import host_peak_rss_mb
-from cifarbench.runtime import Runtime
+from cifarbench.runtime import Runtime, isolate_compile_cache
 
 # ------------------------------------------------------------------------------------ data
 
@@ -448,6 +448,7 @@ def compile_checked(model: nn.Module, data: DeviceData, model_cfg: ModelConfig, 
         return float(loss.detach()), torch.cat(grads)
 
     eager_loss, eager_grads = loss_and_grads(model)
+    isolate_compile_cache(rt)
     compiled = torch.compile(model)
     info = CompileInfo(mode="compiled")
     t0 = time.perf_counter()
