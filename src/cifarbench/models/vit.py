@@ -64,17 +64,17 @@ class Block(nn.Module):
     """Pre-norm transformer block: (B, T, D) -> (B, T, D)."""
 
     def __init__(self, *, dim: int, heads: int, mlp_ratio: float, dropout: float,
-                 drop_path: float) -> None:
+                 drop_prob: float) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim)
         self.attn = Attention(dim=dim, heads=heads, dropout=dropout)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = MLP(dim=dim, hidden=int(dim * mlp_ratio), dropout=dropout)
-        self.drop_path = drop_path
+        self.drop_prob = drop_prob  # stochastic depth: chance of skipping each residual branch
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + drop_path(self.attn(self.norm1(x)), self.drop_path, self.training)
-        x = x + drop_path(self.mlp(self.norm2(x)), self.drop_path, self.training)
+        x = x + drop_path(self.attn(self.norm1(x)), self.drop_prob, self.training)
+        x = x + drop_path(self.mlp(self.norm2(x)), self.drop_prob, self.training)
         return x
 
 
@@ -122,7 +122,7 @@ class ViT(nn.Module):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim)) if pool == "cls" else None
         self.blocks = nn.Sequential(*[
             Block(dim=dim, heads=heads, mlp_ratio=mlp_ratio, dropout=dropout,
-                  drop_path=drop_path * i / max(depth - 1, 1))
+                  drop_prob=drop_path * i / max(depth - 1, 1))
             for i in range(depth)
         ])
         self.norm = nn.LayerNorm(dim)
