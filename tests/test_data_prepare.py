@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cifarbench.data import fetch_source, load_split, prepare_dataset, save_split
+from cifarbench.data import fetch_source, load_prepared, load_split, prepare_dataset, save_split
 from cifarbench.data.prepare import balanced_subset, channel_stats, data_label
 from cifarbench.data.sources import _NumpyOnlyUnpickler
 from cifarbench.errors import UserError
@@ -425,6 +425,32 @@ def test_full_cifar_sized_split_loads_well_under_a_second(tmp_path):
     assert np.array_equal(x2, x) and np.array_equal(y2, y)
     with np.load(tmp_path / "train.npz", allow_pickle=False) as f:
         assert sorted(f.files) == ["x", "y"]
+
+
+def test_load_prepared_checks_meta_against_the_arrays(tmp_path):
+    """What train reads: meta.json is checked key by key and must describe the arrays."""
+    x, y = np.zeros((6, 4, 4, 3), dtype=np.uint8), np.arange(6, dtype=np.int64) % 3
+    save_split(tmp_path / "train.npz", x, y)
+    save_split(tmp_path / "test.npz", x[:3], y[:3])
+    meta = {"classes": ["a", "b", "c"], "num_classes": 3, "image_size": 4, "mean": [0.5] * 3,
+            "std": [0.25] * 3, "label": "abc"}
+    (tmp_path / "meta.json").write_text(json.dumps(meta))
+    got, (x2, y2), (x3, _) = load_prepared(tmp_path)
+    assert got.classes == ["a", "b", "c"] and got.mean == [0.5] * 3
+    assert np.array_equal(x2, x) and np.array_equal(y2, y) and len(x3) == 3
+
+    (tmp_path / "meta.json").write_text(json.dumps({**meta, "image_size": 8}))
+    with pytest.raises(UserError, match=r"train.npz: images are 4x4 but .*meta.json says "
+                                        r"image_size = 8"):
+        load_prepared(tmp_path)
+    (tmp_path / "meta.json").write_text(json.dumps({**meta, "num_classes": 2, "classes": ["a", "b"]}))
+    with pytest.raises(UserError, match=r"train.npz: labels 0..2 but .*meta.json has 2 classes"):
+        load_prepared(tmp_path)
+    del meta["std"]
+    (tmp_path / "meta.json").write_text(json.dumps({**meta, "mean": [0.5, "x", 0.5]}))
+    with pytest.raises(UserError, match=r"meta.json: mean.1 = 'x': .*; std is missing; run the "
+                                        r"prepare stage"):
+        load_prepared(tmp_path)
 
 
 # ------------------------------------------------------------------------------ stage scripts

@@ -325,7 +325,9 @@ def write_inputs(tmp_path: Path, image_size: int = 16, classes: int = 3) -> dict
     }
     paths = {"params": tmp_path / "params.yaml", "meta": tmp_path / "meta.json"}
     paths["params"].write_text(yaml.safe_dump(params))
-    paths["meta"].write_text(json.dumps({"num_classes": classes, "image_size": image_size}))
+    paths["meta"].write_text(json.dumps({"num_classes": classes, "image_size": image_size,
+                                         "classes": [f"c{i}" for i in range(classes)],
+                                         "mean": [0.5] * 3, "std": [0.25] * 3}))
     p = load_params(paths["params"])
     for name in ("cnn", "vit"):
         paths[name] = tmp_path / f"{name}.pt"
