@@ -114,13 +114,11 @@ class DataMeta(BaseModel):
 
 
 def prepare_dataset(raw_dir: str | Path, *, image_size: int = 32, train_size: int | None = None,
-                    test_size: int | None = None, seed: int = 0, limits: Limits | None = None,
+                    test_size: int | None = None, seed: int = 0, limits: Limits,
                     log: TextIO | None = None) -> PreparedData:
-    """Read what the download stage fetched into ``raw_dir`` and build both splits.
-
-    ``limits`` defaults to the ``data.*`` caps' defaults."""
+    """Read what the download stage fetched into ``raw_dir`` and build both splits within the
+    ``data.*`` caps of ``limits``."""
     log = log or sys.stderr
-    limits = limits or Limits.from_config()
     start = time.perf_counter()
     raw_dir = Path(raw_dir)
     record = read_source_record(raw_dir)
@@ -426,14 +424,12 @@ def _read_imagefolder(src: Source, layout: ImageFolderLayout, sizes: dict[str, i
     return {split: (x[split], labels[split]) for split in items}
 
 
-def decode_image(data: bytes, size: int, *, label: str = "image",
-                 max_pixels: int | None = None) -> np.ndarray:
+def decode_image(data: bytes, size: int, *, label: str = "image", max_pixels: int) -> np.ndarray:
     """Encoded image bytes -> (size, size, 3) uint8 RGB; a UserError naming ``label`` if bad.
 
-    An image that declares more than ``max_pixels`` (default: ``data.max_image_mpx``'s) is
+    An image that declares more than ``max_pixels`` (``data.max_image_mpx``, in pixels) is
     refused before it is decoded; this check replaces PIL's decompression-bomb warning.
     """
-    max_pixels = max_pixels or Limits.from_config().image_pixels
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
