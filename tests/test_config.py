@@ -1,7 +1,9 @@
-"""The schema of params.yaml: every key required (the file is the one home of every value)."""
+"""The schema of params.yaml: every key required (the file is the one home of every value),
+and the checks that need more than one section."""
 
 from __future__ import annotations
 
+import pytest
 from project_params import params_with, raw_params
 
 from cifarbench.config import ParamsError, parse_params
@@ -36,3 +38,27 @@ def test_every_key_of_params_yaml_is_required() -> None:
         else:
             not_required.append(f"{key}: accepted without it")
     assert not not_required, "\n".join(not_required)
+
+
+@pytest.mark.parametrize("arch, image_size, expected", [
+    ({"tokenizer": "conv", "patch_size": 1}, 32,
+     "models.vit.arch.patch_size = 1: tokenizer 'conv' halves the image once per conv layer, "
+     "log2(patch_size) layers (at least one), so it gives the (image_size / patch_size)^2 = 1024 "
+     "tokens the position embedding has only when patch_size is a power of two >= 2"),
+    ({"tokenizer": "conv", "patch_size": 6}, 48, "models.vit.arch.patch_size = 6: tokenizer 'conv'"),
+    ({"tokenizer": "patch", "patch_size": 5}, 32,
+     "models.vit.arch.patch_size = 5: does not divide data.image_size = 32"),
+])
+def test_vit_tokens_must_match_its_position_embeddings(arch, image_size, expected) -> None:
+    with pytest.raises(ParamsError) as err:
+        params_with({"data": {"image_size": image_size}, "models": {"vit": {"arch": arch}}})
+    assert expected in str(err.value)
+
+
+@pytest.mark.parametrize("arch, image_size", [
+    ({"tokenizer": "conv", "patch_size": 2}, 32), ({"tokenizer": "conv", "patch_size": 8}, 64),
+    ({"tokenizer": "patch", "patch_size": 3}, 48), ({"tokenizer": "patch", "patch_size": 1}, 8),
+])
+def test_vit_geometries_that_fit_are_accepted(arch, image_size) -> None:
+    params = params_with({"data": {"image_size": image_size}, "models": {"vit": {"arch": arch}}})
+    assert params.models["vit"].arch.patch_size == arch["patch_size"]

@@ -99,6 +99,8 @@ def test_conv_tokenizer_keeps_the_token_grid(image_size: int, patch: int) -> Non
 def test_vit_rejects_bad_geometry() -> None:
     with pytest.raises(ValueError, match="divisible by patch_size"):
         ViT(num_classes=10, image_size=30, patch_size=4, tokenizer="patch", **VIT)
+    with pytest.raises(ValueError, match="patch_size must be a power of two >= 2, got 1"):
+        ViT(num_classes=10, image_size=32, patch_size=1, tokenizer="conv", **VIT)
 
 
 @pytest.mark.parametrize("option", ["pool", "pos_embed", "tokenizer"])

@@ -131,7 +131,8 @@ Tokenizer = Literal["patch", "conv"]  # conv: CCT-style overlapping conv stem (a
 
 
 class ViTArch(_Strict):
-    """Plain ViT: patch embedding, pre-norm blocks, SDPA attention, cls or mean pooling."""
+    """Plain ViT: patch embedding, pre-norm blocks, SDPA attention, cls or mean pooling.
+    (patch_size against data.image_size is checked in :class:`Params`.)"""
 
     patch_size: PositiveInt
     dim: PositiveInt
@@ -148,8 +149,6 @@ class ViTArch(_Strict):
     def _heads_divide_dim(self) -> ViTArch:
         if self.dim % self.heads:
             raise ValueError(f"dim ({self.dim}) must be divisible by heads ({self.heads})")
-        if self.tokenizer == "conv" and self.patch_size & (self.patch_size - 1):
-            raise ValueError(f"tokenizer 'conv' needs a power-of-two patch_size, got {self.patch_size}")
         return self
 
 
@@ -202,6 +201,27 @@ class Params(_Strict):
     profile: ProfileConfig
     report: ReportConfig
 
+    @model_validator(mode="after")
+    def _vit_tokens_match_positions(self) -> Params:
+        """A ViT has one position embedding per patch, (image_size / patch_size)^2; its
+        tokenizer must give exactly that many tokens, or the first forward pass fails."""
+        size = self.data.image_size
+        for name, cfg in self.models.items():
+            if not isinstance(cfg, ViTModelConfig):
+                continue
+            p = cfg.arch.patch_size
+            key = f"models.{name}.arch.patch_size = {p}"
+            if size % p:
+                raise ValueError(f"{key}: does not divide data.image_size = {size}; the ViT cuts "
+                                 "the image into (image_size / patch_size)^2 patches")
+            if cfg.arch.tokenizer == "conv" and (p < 2 or p & (p - 1)):
+                raise ValueError(f"{key}: tokenizer 'conv' halves the image once per conv layer, "
+                                 "log2(patch_size) layers (at least one), so it gives the "
+                                 f"(image_size / patch_size)^2 = {(size // p) ** 2} tokens the "
+                                 "position embedding has only when patch_size is a power of two "
+                                 ">= 2; use one, or tokenizer 'patch'")
+        return self
+
     def model(self, name: str) -> CNNModelConfig | ViTModelConfig:
         """The config of model ``name``, or a ParamsError listing the known names."""
         if name not in self.models:
@@ -249,6 +269,8 @@ def _format_errors(err: ValidationError, source: str) -> str:
                          "(allowed: cnn, vit)")
         elif e["type"] == "union_tag_not_found":
             lines.append(f"  {key}.kind: required (allowed: cnn, vit)")
+        elif e["type"] == "value_error" and not e["loc"]:  # a check across sections names its keys
+            lines.append(f"  {_clip(str(e['ctx']['error']), 300)}")
         else:
             val = e.get("input")
             shown = "" if isinstance(val, dict) else f" = {_show(val)}"

@@ -90,7 +90,10 @@ class ConvTokenizer(nn.Module):
 
     def __init__(self, *, patch_size: int, dim: int) -> None:
         super().__init__()
-        n = max(patch_size.bit_length() - 1, 1)
+        if patch_size < 2 or patch_size & (patch_size - 1):
+            raise ValueError(f"the conv tokenizer halves the image log2(patch_size) times: "
+                             f"patch_size must be a power of two >= 2, got {patch_size}")
+        n = patch_size.bit_length() - 1
         widths = [3] + [dim // 2 ** (n - 1 - i) for i in range(n)]  # ..., dim/2, dim
         layers: list[nn.Module] = []
         for c_in, c_out in zip(widths[:-1], widths[1:], strict=True):
