@@ -447,6 +447,9 @@ def test_load_prepared_checks_meta_against_the_arrays(tmp_path):
     (tmp_path / "meta.json").write_text(json.dumps({**meta, "num_classes": 2, "classes": ["a", "b"]}))
     with pytest.raises(UserError, match=r"train.npz: labels 0..2 but .*meta.json has 2 classes"):
         load_prepared(tmp_path)
+    (tmp_path / "meta.json").write_text(json.dumps({**meta, "num_classes": 4}))
+    with pytest.raises(UserError, match="meta.json: num_classes = 4 but classes has 3 names; run"):
+        load_prepared(tmp_path)
     del meta["std"]
     (tmp_path / "meta.json").write_text(json.dumps({**meta, "mean": [0.5, "x", 0.5]}))
     with pytest.raises(UserError, match=r"meta.json: mean.1 = 'x': .*; std is missing; run the "

@@ -214,9 +214,10 @@ def read_meta(path: str | Path) -> DataMeta:
             key = ".".join(str(part) for part in e["loc"])
             if e["type"] == "missing":
                 problems.append(f"{key} is missing")
+            elif not key:  # _one_name_per_class: its message names the keys
+                problems.append(str(e.get("ctx", {}).get("error", e["msg"])))
             else:
-                shown = f"{key} = {e['input']!r}: " if key else ""
-                problems.append(f"{shown}{e['msg']}")
+                problems.append(f"{key} = {e['input']!r}: {e['msg']}")
         raise UserError(f"{path}: {'; '.join(problems)}; run the prepare stage") from None
 
 
@@ -226,10 +227,10 @@ def load_prepared(folder: str | Path
     checked to agree with each other (image size, label range)."""
     folder = Path(folder)
     meta = read_meta(folder / META_FILE)
+    size = meta.image_size
     splits = []
     for name in (TRAIN_FILE, TEST_FILE):
         x, y = load_split(folder / name)
-        size = meta.image_size
         if x.shape[1:3] != (size, size):
             raise UserError(f"{folder / name}: images are {x.shape[2]}x{x.shape[1]} but "
                             f"{folder / META_FILE} says image_size = {size}; run the prepare stage")
