@@ -16,15 +16,15 @@ from cifarbench.data import SOURCE_RECORD, Limits, fetch_source
 from cifarbench.io import atomic_dir, write_json
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--params", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True, help="output folder (data/raw)")
-    return p.parse_args()
+    return p.parse_args(argv)
 
 
-def main() -> None:
-    args = parse_args()
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     data = load_params(args.params).data
     with atomic_dir(args.out) as out:
         record = fetch_source(data.source, out, sha256=data.sha256, md5=data.md5,

@@ -14,17 +14,17 @@ from cifarbench.config import load_params
 from cifarbench.data import Limits, prepare_dataset, save_prepared
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--params", type=Path, required=True)
     p.add_argument("--raw", type=Path, required=True, help="download output (data/raw)")
     p.add_argument("--out", type=Path, required=True, help="output folder (data/prepared)")
     p.add_argument("--metrics", type=Path, required=True, help="output: metrics/data.json")
-    return p.parse_args()
+    return p.parse_args(argv)
 
 
-def main() -> None:
-    args = parse_args()
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     params = load_params(args.params)
     data = prepare_dataset(args.raw, image_size=params.data.image_size,
                            train_size=params.data.train_size, test_size=params.data.test_size,

@@ -10,7 +10,8 @@ import torch
 
 from cifarbench.cli import UserError, run_stage
 from cifarbench.config import load_params
-from cifarbench.io import read_json, write_csv, write_json
+from cifarbench.data import read_meta
+from cifarbench.io import write_csv, write_json
 from cifarbench.models import build_model
 from cifarbench.profiling.profiler import ProfileError, profile_model
 from cifarbench.runtime import resolve_runtime
@@ -32,26 +33,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def read_meta(path: Path) -> tuple[int, int]:
-    """(num_classes, image_size) from prepare's meta.json, checked before any model is built."""
-    try:
-        meta = read_json(path)
-    except (OSError, ValueError) as exc:
-        raise UserError(f"{path}: cannot read dataset metadata ({exc}); run the prepare stage") from None
-    values = []
-    for key in ("num_classes", "image_size"):
-        v = meta.get(key) if isinstance(meta, dict) else None
-        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-            raise UserError(f"{path}: {key} = {v!r}; expected a positive integer")
-        values.append(v)
-    return values[0], values[1]
-
-
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     params = load_params(args.params)
     model_cfg = params.model(args.model)
-    num_classes, image_size = read_meta(args.meta)
+    meta = read_meta(args.meta)
+    num_classes, image_size = meta.num_classes, meta.image_size
     if not args.weights.is_file():
         raise UserError(f"{args.weights}: no such checkpoint; run train@{args.model} first")
     try:

@@ -15,7 +15,7 @@ from cifarbench.config import load_params
 from cifarbench.report import ReportPaths, load_inputs, make_report, write_report
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--params", type=Path, required=True)
     p.add_argument("--data-metrics", type=Path, required=True, help="metrics/data.json")
@@ -28,11 +28,11 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--figures", type=Path, required=True, help="output directory for the PNGs")
     p.add_argument("--report", type=Path, required=True, help="output: report JSON")
     p.add_argument("--summary", type=Path, required=True, help="output: Markdown summary")
-    return p.parse_args()
+    return p.parse_args(argv)
 
 
-def main() -> None:
-    args = parse_args()
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     params = load_params(args.params)
     inputs = load_inputs(list(params.models), ReportPaths(
         data_metrics=args.data_metrics, train_metrics=args.train_metrics,

@@ -1,7 +1,13 @@
-"""Stage train@MODEL: train one model from scratch on the prepared data (see dvc.yaml)."""
+"""Stage train@MODEL: train one model from scratch on the prepared data, ``runs`` times.
+
+Paths come from dvc.yaml; the work is in ``cifarbench.train`` (the runs),
+``cifarbench.profiling.breakdown`` (the per-part step times) and ``cifarbench.results`` (metrics
+and plot tables). The metrics file is written last: its presence means the stage finished.
+"""
+
+from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import torch
@@ -9,7 +15,7 @@ import torch
 from cifarbench import results
 from cifarbench.cli import run_stage
 from cifarbench.config import load_params
-from cifarbench.data import load_split
+from cifarbench.data import load_prepared
 from cifarbench.io import atomic_path, write_csv, write_json
 from cifarbench.models import build_model, count_params
 from cifarbench.profiling.breakdown import step_breakdown_ms
@@ -17,27 +23,29 @@ from cifarbench.runtime import environment, resolve_runtime
 from cifarbench.train import to_device_data, train_runs
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--model", required=True, help="a key of models: in params.yaml")
-    ap.add_argument("--data", required=True, help="prepared data directory")
-    ap.add_argument("--weights", required=True, help="output: trained state_dict (.pt)")
-    ap.add_argument("--metrics", required=True, help="output: metrics JSON")
-    ap.add_argument("--curves", required=True, help="output: per-epoch CSV (mean over runs)")
-    ap.add_argument("--run-curves", required=True, help="output: per-epoch CSV of every run")
-    ap.add_argument("--confusion", required=True, help="output: actual/predicted CSV")
-    args = ap.parse_args()
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--params", type=Path, required=True)
+    p.add_argument("--model", required=True, help="a key of models: in params.yaml")
+    p.add_argument("--data", type=Path, required=True, help="prepared data folder (data/prepared)")
+    p.add_argument("--weights", type=Path, required=True, help="output: trained state_dict (.pt)")
+    p.add_argument("--metrics", type=Path, required=True, help="output: metrics JSON")
+    p.add_argument("--curves", type=Path, required=True,
+                   help="output: per-epoch CSV (mean over runs)")
+    p.add_argument("--run-curves", type=Path, required=True,
+                   help="output: per-epoch CSV of every run")
+    p.add_argument("--confusion", type=Path, required=True, help="output: actual/predicted CSV")
+    return p.parse_args(argv)
 
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     params = load_params(args.params)
     cfg = params.model(args.model)
+    meta, train_split, test_split = load_prepared(args.data)
     rt = resolve_runtime(params.device, params.precision, params.threads)
-
-    data_dir = Path(args.data)
-    meta = json.loads((data_dir / "meta.json").read_text())
-    data = to_device_data(load_split(data_dir / "train.npz"), load_split(data_dir / "test.npz"),
-                          classes=meta["classes"], mean=meta["mean"], std=meta["std"],
-                          device=rt.device)
+    data = to_device_data(train_split, test_split, classes=meta.classes, mean=meta.mean,
+                          std=meta.std, device=rt.device)
 
     def build() -> torch.nn.Module:
         return build_model(cfg, num_classes=data.num_classes, image_size=data.image_size)

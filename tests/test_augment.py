@@ -141,7 +141,8 @@ def test_trivial_augment_range_shape_and_seed() -> None:
 def test_batch_augment_one_call() -> None:
     from cifarbench.config import AugmentConfig
     cfg = AugmentConfig(flip="random", translate=2, mixup_alpha=0.8, cutmix_alpha=1.0,
-                        mix_prob=1.0, erasing_prob=0.25, policy="trivial")
+                        mix_prob=1.0, mix_off_epochs=0.0, erasing_prob=0.25, policy="trivial",
+                        policy_strength=1.0)
     x = torch.randint(0, 256, (16, 3, 8, 8), dtype=torch.uint8, generator=gen(0))
     y = torch.arange(16) % 4
     mean, std = torch.full((1, 3, 1, 1), 120.0), torch.full((1, 3, 1, 1), 60.0)

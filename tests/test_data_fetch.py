@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from project_params import LIMITS
 
 from cifarbench.config import OFFICIAL_CIFAR10_URL
 from cifarbench.data import OFFICIAL_CIFAR10_MD5, fetch, fetch_source, open_source
@@ -140,7 +141,7 @@ def test_http_download_is_verified_renamed_and_shows_progress(data_archive, data
     body = data_archive.read_bytes()
     url, srv = data_http(body)
     out = tmp_path / "raw"
-    record = fetch_source(url, out, sha256=_sha256(data_archive), **FAST)
+    record = fetch_source(url, out, sha256=_sha256(data_archive), limits=LIMITS, **FAST)
     assert (out / "tiny.tar.gz").read_bytes() == body
     assert _leftovers(out) == ["tiny.tar.gz"]  # no temporary file left behind
     assert record == {"source": url, "kind": "archive", "name": "tiny.tar.gz",
@@ -155,7 +156,7 @@ def test_checksum_mismatch_discards_the_download(data_archive, data_http, tmp_pa
     url, _ = data_http(data_archive.read_bytes())
     wrong = "0" * 64
     with pytest.raises(UserError) as err:
-        fetch_source(url, tmp_path / "raw", sha256=wrong, **FAST)
+        fetch_source(url, tmp_path / "raw", sha256=wrong, limits=LIMITS, **FAST)
     msg = str(err.value)
     assert f"checksum mismatch for {url}" in msg
     assert f"SHA256 is {_sha256(data_archive)}, expected {wrong} (data.sha256)" in msg
@@ -165,7 +166,7 @@ def test_checksum_mismatch_discards_the_download(data_archive, data_http, tmp_pa
 def test_official_archive_name_is_held_to_the_published_md5(data_archive, data_http, tmp_path):
     url, _ = data_http(data_archive.read_bytes(), name="cifar-10-python.tar.gz")
     with pytest.raises(UserError, match=f"expected {OFFICIAL_CIFAR10_MD5}"):
-        fetch_source(url, tmp_path / "raw", **FAST)
+        fetch_source(url, tmp_path / "raw", limits=LIMITS, **FAST)
     assert _leftovers(tmp_path / "raw") == []
     # The official URL is checked against it even when the user adds a checksum of their own.
     checks = fetch.expected_checksums(OFFICIAL_CIFAR10_URL, "cifar-10-python.tar.gz",
@@ -178,7 +179,7 @@ def test_official_archive_name_is_held_to_the_published_md5(data_archive, data_h
 def test_transient_failures_are_retried(failure, data_archive, data_http, tmp_path, capsys):
     body = data_archive.read_bytes()
     url, srv = data_http(body, plan=[failure, failure, "ok"])
-    fetch_source(url, tmp_path / "raw", **FAST)
+    fetch_source(url, tmp_path / "raw", limits=LIMITS, **FAST)
     assert len(srv.requests) == 3
     assert (tmp_path / "raw" / "tiny.tar.gz").read_bytes() == body
     err = capsys.readouterr().err
@@ -191,7 +192,7 @@ def test_a_server_that_keeps_stalling_fails_naming_the_settings(data_archive, da
     url, srv = data_http(data_archive.read_bytes(), plan=["stall"])
     start = time.monotonic()
     with pytest.raises(UserError) as err:
-        fetch_source(url, tmp_path / "raw", timeout_s=0.3, retries=1, backoff_s=0.01)
+        fetch_source(url, tmp_path / "raw", timeout_s=0.3, retries=1, backoff_s=0.01, limits=LIMITS)
     assert time.monotonic() - start < 3
     assert len(srv.requests) == 2
     msg = str(err.value)
@@ -202,7 +203,7 @@ def test_a_server_that_keeps_stalling_fails_naming_the_settings(data_archive, da
 def test_http_404_is_not_retried(data_http, tmp_path):
     url, srv = data_http(b"", plan=[404])
     with pytest.raises(UserError, match="HTTP 404"):
-        fetch_source(url, tmp_path / "raw", **FAST)
+        fetch_source(url, tmp_path / "raw", limits=LIMITS, **FAST)
     assert len(srv.requests) == 1
 
 
@@ -216,7 +217,7 @@ def test_unreachable_host_fails_fast_and_says_how_to_use_a_local_copy(tmp_path):
     url = f"http://127.0.0.1:{_closed_port()}/cifar-10-python.tar.gz"
     start = time.monotonic()
     with pytest.raises(UserError) as err:
-        fetch_source(url, tmp_path / "raw", timeout_s=30, retries=3, backoff_s=0.05)
+        fetch_source(url, tmp_path / "raw", timeout_s=30, retries=3, backoff_s=0.05, limits=LIMITS)
     assert time.monotonic() - start < 5
     msg = str(err.value)
     assert msg.startswith(f"cannot reach {url}: connection refused (4 attempts")
@@ -228,7 +229,7 @@ def test_connect_budget_caps_a_host_that_never_answers(data_http, tmp_path, monk
     url, _ = data_http(b"", plan=["stall_headers"])
     start = time.monotonic()
     with pytest.raises(UserError, match="cannot reach .* timed out"):
-        fetch_source(url, tmp_path / "raw", timeout_s=10, retries=5, backoff_s=0.2)
+        fetch_source(url, tmp_path / "raw", timeout_s=10, retries=5, backoff_s=0.2, limits=LIMITS)
     assert time.monotonic() - start < 2.5  # not 6 x 10 s
 
 
@@ -238,18 +239,18 @@ def test_connect_budget_caps_a_host_that_never_answers(data_http, tmp_path, monk
 def test_local_archive_is_checked_against_its_sidecar(data_archive, tmp_path):
     sidecar = data_archive.with_name("tiny.tar.gz.sha256")
     sidecar.write_text(f"{_sha256(data_archive)}  tiny.tar.gz\n")
-    record = fetch_source(str(data_archive), tmp_path / "raw")
+    record = fetch_source(str(data_archive), tmp_path / "raw", limits=LIMITS)
     assert record["verified"] == str(sidecar) and record["kind"] == "archive"
     assert (tmp_path / "raw" / "tiny.tar.gz").read_bytes() == data_archive.read_bytes()
 
     sidecar.write_text("f" * 64 + "  tiny.tar.gz\n")
     with pytest.raises(UserError, match=f"expected f{{64}} \\({re.escape(str(sidecar))}\\)"):
-        fetch_source(str(data_archive), tmp_path / "raw2")
+        fetch_source(str(data_archive), tmp_path / "raw2", limits=LIMITS)
     assert _leftovers(tmp_path / "raw2") == []
 
 
 def test_file_url_works_like_a_path(data_archive, tmp_path):
-    record = fetch_source(data_archive.as_uri(), tmp_path / "raw", md5=None)
+    record = fetch_source(data_archive.as_uri(), tmp_path / "raw", md5=None, limits=LIMITS)
     assert record["name"] == "tiny.tar.gz" and record["verified"] is None
     assert (tmp_path / "raw" / "tiny.tar.gz").read_bytes() == data_archive.read_bytes()
 
@@ -260,20 +261,20 @@ def test_directory_source_is_copied(tmp_path):
         (src / name).parent.mkdir(parents=True, exist_ok=True)
         (src / name).write_bytes(data)
     (src / "train" / ".DS_Store").write_bytes(b"\0junk")
-    record = fetch_source(str(src), tmp_path / "raw")
+    record = fetch_source(str(src), tmp_path / "raw", limits=LIMITS)
     assert record["kind"] == "directory" and record["name"] == "mydata"
     copied = sorted(p.relative_to(tmp_path / "raw" / "mydata").as_posix()
                     for p in (tmp_path / "raw" / "mydata").rglob("*") if p.is_file())
     assert copied == sorted([*IMAGEFOLDER, "train/.DS_Store"])
     with pytest.raises(UserError, match="is a directory, but data.sha256"):
-        fetch_source(str(src), tmp_path / "raw", sha256="a" * 64)
+        fetch_source(str(src), tmp_path / "raw", sha256="a" * 64, limits=LIMITS)
 
 
 def test_missing_source_and_unknown_scheme(tmp_path):
     with pytest.raises(UserError, match="no such file or directory"):
-        fetch_source(str(tmp_path / "nope.tar.gz"), tmp_path / "raw")
+        fetch_source(str(tmp_path / "nope.tar.gz"), tmp_path / "raw", limits=LIMITS)
     with pytest.raises(UserError, match="unsupported scheme 'ftp'"):
-        fetch_source("ftp://example.com/x.tar.gz", tmp_path / "raw")
+        fetch_source("ftp://example.com/x.tar.gz", tmp_path / "raw", limits=LIMITS)
 
 
 # ------------------------------------------------------------------------- broken or unsafe
@@ -315,7 +316,7 @@ def test_broken_archives_are_refused_before_anything_is_kept(kind, expected, dat
         "text file": b"hello, I am a text file\n",
     }[kind])
     with pytest.raises(UserError, match=f"^{re.escape(str(bad))}: {expected}"):
-        fetch_source(str(bad), tmp_path / "raw")
+        fetch_source(str(bad), tmp_path / "raw", limits=LIMITS)
     assert _leftovers(tmp_path / "raw") == []
 
 
@@ -329,7 +330,7 @@ def test_members_that_would_land_outside_are_refused(member, link, tmp_path):
         files[member] = _png(1)
     path = _tar(tmp_path / "evil.tar.gz", files, links={member: link} if link else None)
     with pytest.raises(UserError) as err:
-        fetch_source(str(path), tmp_path / "raw")
+        fetch_source(str(path), tmp_path / "raw", limits=LIMITS)
     assert f"unsafe member {member!r}" in str(err.value)
     assert _leftovers(tmp_path / "raw") == []
 
@@ -341,13 +342,13 @@ def test_zip_traversal_member_is_refused(tmp_path):
             zf.writestr(name, data)
         zf.writestr("../../evil.png", _png(1))
     with pytest.raises(UserError, match=r"unsafe member '\.\./\.\./evil\.png'"):
-        fetch_source(str(path), tmp_path / "raw")
+        fetch_source(str(path), tmp_path / "raw", limits=LIMITS)
 
 
 def test_inward_links_are_read_as_their_target(tmp_path):
     files = {f"tiny/{n}": d for n, d in IMAGEFOLDER.items()}
     path = _tar(tmp_path / "links.tar.gz", files, links={"tiny/train/bee/copy.png": "0.png"})
-    with open_source(path) as src:
+    with open_source(path, LIMITS) as src:
         assert dict(src.read(["tiny/train/bee/copy.png"])) == {
             "tiny/train/bee/copy.png": IMAGEFOLDER["train/bee/0.png"]}
 
@@ -355,5 +356,5 @@ def test_inward_links_are_read_as_their_target(tmp_path):
 def test_failed_fetch_leaves_no_output_folder(tmp_path):
     out = tmp_path / "raw"
     with pytest.raises(UserError, match="cannot reach"):  # port 9 (discard) is closed here
-        fetch_source("http://127.0.0.1:9/cifar.tar.gz", out, retries=0, timeout_s=2)
+        fetch_source("http://127.0.0.1:9/cifar.tar.gz", out, retries=0, timeout_s=2, limits=LIMITS)
     assert not out.exists()

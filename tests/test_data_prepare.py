@@ -18,8 +18,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from project_params import LIMITS, write_params
 
-from cifarbench.data import fetch_source, load_split, prepare_dataset, save_split
+from cifarbench.data import fetch_source, load_prepared, load_split, prepare_dataset, save_split
 from cifarbench.data.prepare import balanced_subset, channel_stats, data_label
 from cifarbench.data.sources import _NumpyOnlyUnpickler
 from cifarbench.errors import UserError
@@ -94,7 +95,7 @@ def _imagefolder_files(rng: np.random.Generator, *, classes=("frog", "cat", "dog
 
 def _raw(tmp_path: Path, source: Path, **checksum) -> Path:
     raw = tmp_path / "raw"
-    record = fetch_source(str(source), raw, log=QUIET, **checksum)
+    record = fetch_source(str(source), raw, log=QUIET, limits=LIMITS, **checksum)
     (raw / "source.json").write_text(json.dumps(record))
     return raw
 
@@ -109,7 +110,7 @@ def _sha(path: Path) -> str:
 def test_cifar_python_arrays_match_the_batches_exactly(tmp_path):
     files, arrays = _cifar_files(np.random.default_rng(0))
     src = _archive(tmp_path / "cifar-10-python.tar.gz", files)
-    data = prepare_dataset(_raw(tmp_path, src, sha256=_sha(src)), log=QUIET)
+    data = prepare_dataset(_raw(tmp_path, src, sha256=_sha(src)), log=QUIET, limits=LIMITS)
 
     x = np.concatenate([arrays[f"data_batch_{i}"][0] for i in range(1, 6)])
     y = np.concatenate([arrays[f"data_batch_{i}"][1] for i in range(1, 6)])
@@ -132,7 +133,7 @@ def test_cifar_label_names_are_sorted_and_labels_follow(tmp_path):
     files, arrays = _cifar_files(np.random.default_rng(1), per_batch=10, n_test=10, names=names)
     src = _archive(tmp_path / "c.tar.gz", files)
     data = prepare_dataset(_raw(tmp_path, src, md5=hashlib.md5(src.read_bytes()).hexdigest()),
-                           log=QUIET)
+                           log=QUIET, limits=LIMITS)
     assert data.classes == ["ant", "moose", "zebra"]
     old = arrays["test_batch"][1]
     assert [data.classes[i] for i in data.test_y] == [names[i] for i in old]
@@ -143,7 +144,7 @@ def test_unverified_cifar_pickles_are_not_loaded(tmp_path):
     src = _archive(tmp_path / "c.tar.gz", files)
     with pytest.raises(UserError, match="pickles and this source is not verified .* set "
                                         "data.sha256"):
-        prepare_dataset(_raw(tmp_path, src), log=QUIET)
+        prepare_dataset(_raw(tmp_path, src), log=QUIET, limits=LIMITS)
 
 
 class _Evil:
@@ -157,7 +158,7 @@ def test_restricted_unpickler_refuses_code_even_in_a_verified_archive(tmp_path, 
     files["cifar-10-batches-py/data_batch_2"] = pickle.dumps({b"data": _Evil()}, protocol=4)
     src = _archive(tmp_path / "c.tar.gz", files)
     with pytest.raises(UserError) as err:
-        prepare_dataset(_raw(tmp_path, src, sha256=_sha(src)), log=QUIET)
+        prepare_dataset(_raw(tmp_path, src, sha256=_sha(src)), log=QUIET, limits=LIMITS)
     assert "cifar-10-batches-py/data_batch_2: not a valid CIFAR batch" in str(err.value)
     assert "system is not allowed" in str(err.value)
     assert not (tmp_path / "pwned.txt").exists()
@@ -177,7 +178,7 @@ def test_incomplete_cifar_layout_names_the_missing_batch(tmp_path):
 def test_cifar_resized_when_image_size_differs(tmp_path):
     files, _ = _cifar_files(np.random.default_rng(5), per_batch=4, n_test=4)
     src = _archive(tmp_path / "c.tar.gz", files)
-    data = prepare_dataset(_raw(tmp_path, src, sha256=_sha(src)), image_size=16, log=QUIET)
+    data = prepare_dataset(_raw(tmp_path, src, sha256=_sha(src)), image_size=16, log=QUIET, limits=LIMITS)
     assert data.train_x.shape == (20, 16, 16, 3) and data.test_x.shape == (4, 16, 16, 3)
 
 
@@ -192,7 +193,7 @@ def test_imagefolder_arrays_match_the_pngs_exactly(kind, tmp_path):
         files = {k.removeprefix("mydata/"): v for k, v in files.items()}
         pixels = {k.removeprefix("mydata/"): v for k, v in pixels.items()}
     src = _archive(tmp_path / name, files)
-    data = prepare_dataset(_raw(tmp_path, src), image_size=48, log=QUIET)
+    data = prepare_dataset(_raw(tmp_path, src), image_size=48, log=QUIET, limits=LIMITS)
 
     assert data.classes == ["cat", "dog", "frog"] and data.layout == "imagefolder"
     prefix = "" if kind == "dir" else "mydata/"
@@ -213,7 +214,7 @@ def test_imagefolder_is_resized_to_image_size(tmp_path):
                                         np.linspace(0, 255, 40)[:, None], 128), axis=-1)
     wide = wide.round().astype(np.uint8)
     files["mydata/train/cat/wide.png"] = _encode(Image.fromarray(wide))
-    data = prepare_dataset(_raw(tmp_path, _archive(tmp_path / "d.tar.gz", files)), log=QUIET)
+    data = prepare_dataset(_raw(tmp_path, _archive(tmp_path / "d.tar.gz", files)), log=QUIET, limits=LIMITS)
     assert data.train_x.shape == (7, 32, 32, 3)
     square = pixels["mydata/train/cat/000.png"]
     resized = np.asarray(Image.fromarray(square).resize((32, 32), Image.Resampling.BILINEAR))
@@ -245,7 +246,7 @@ def test_any_image_mode_and_extension_case_becomes_rgb(tmp_path):
         "test/a/0.bmp": _encode(Image.fromarray(rgb), "BMP"),
         "test/b/0.webp": _encode(Image.fromarray(rgb), "WEBP", lossless=True),
     }
-    data = prepare_dataset(_raw(tmp_path, _archive(tmp_path / "modes.zip", files)), log=QUIET)
+    data = prepare_dataset(_raw(tmp_path, _archive(tmp_path / "modes.zip", files)), log=QUIET, limits=LIMITS)
     x = dict(zip(["gray", "palette", "rgba", "deep16", "long", "upper"], data.train_x, strict=True))
     assert np.array_equal(x["gray"], np.repeat(gray[..., None], 3, axis=2))
     assert np.array_equal(x["palette"], np.asarray(palette.convert("RGB")))
@@ -264,7 +265,7 @@ def test_hidden_and_non_image_files_are_skipped_with_one_line(tmp_path):
             "test/README.md": b"# readme", ".hidden_top.png": b"x", "LICENSE": b"MIT"}
     log = io.StringIO()
     data = prepare_dataset(_raw(tmp_path, _archive(tmp_path / "j.tar", {**files, **junk})),
-                           log=log)
+                           log=log, limits=LIMITS)
     assert data.classes == ["cat", "dog", "frog"] and len(data.train_y) == 6
     lines = [line for line in log.getvalue().splitlines() if "skipped" in line]
     assert len(lines) == 1 and "skipped 5 hidden or non-image files" in lines[0]
@@ -277,7 +278,7 @@ def test_hidden_and_non_image_files_are_skipped_with_one_line(tmp_path):
 def test_own_imagefolder_is_named_after_its_folder_or_archive(kind, tmp_path):
     files, _ = _imagefolder_files(np.random.default_rng(11), n_train=2, n_test=1, top="")
     name = "pollen-grains" if kind == "dir" else f"pollen-grains.{kind}"
-    data = prepare_dataset(_raw(tmp_path, _archive(tmp_path / name, files)), log=QUIET)
+    data = prepare_dataset(_raw(tmp_path, _archive(tmp_path / name, files)), log=QUIET, limits=LIMITS)
     assert data.label == "pollen-grains"
     assert data.meta()["label"] == data.metrics()["label"] == "pollen-grains"
 
@@ -286,7 +287,7 @@ def test_cifar_python_layout_that_is_not_the_official_data_is_not_called_cifar10
     # CIFAR-10's classes and file layout, but random pixels vouched for by a user's checksum
     files, _ = _cifar_files(np.random.default_rng(12))
     src = _archive(tmp_path / "look-alike.tar.gz", files)
-    data = prepare_dataset(_raw(tmp_path, src, sha256=_sha(src)), log=QUIET)
+    data = prepare_dataset(_raw(tmp_path, src, sha256=_sha(src)), log=QUIET, limits=LIMITS)
     assert data.label == "look-alike"
 
 
@@ -321,7 +322,7 @@ def _expect_error(tmp_path: Path, files: dict[str, bytes], pattern: str, **kw) -
     tmp_path.mkdir(parents=True, exist_ok=True)
     with pytest.raises(UserError, match=pattern):
         raw = _raw(tmp_path, _archive(tmp_path / "bad.tar.gz", files))
-        prepare_dataset(raw, log=QUIET, **kw)
+        prepare_dataset(raw, log=QUIET, limits=LIMITS, **kw)
 
 
 def test_undecodable_or_truncated_image_is_named(tmp_path):
@@ -352,7 +353,7 @@ def test_empty_class_is_an_error(tmp_path):
     src = _archive(tmp_path / "folder", files)
     (src / "train" / "dog").mkdir()
     with pytest.raises(UserError, match="class folder train/dog/ has no images"):
-        prepare_dataset(_raw(tmp_path / "d", src), log=QUIET)
+        prepare_dataset(_raw(tmp_path / "d", src), log=QUIET, limits=LIMITS)
 
 
 def test_unrecognised_layout_says_what_it_expected_and_found(tmp_path):
@@ -363,7 +364,7 @@ def test_unrecognised_layout_says_what_it_expected_and_found(tmp_path):
 
 def test_missing_download_record(tmp_path):
     with pytest.raises(UserError, match="source.json not found: run the download stage first"):
-        prepare_dataset(tmp_path, log=QUIET)
+        prepare_dataset(tmp_path, log=QUIET, limits=LIMITS)
 
 
 # ----------------------------------------------------------------------------------- subsets
@@ -391,16 +392,16 @@ def test_balanced_subset_is_deterministic_nested_and_balanced():
 def test_subsets_through_prepare(tmp_path):
     files, _ = _imagefolder_files(np.random.default_rng(14), n_train=8, n_test=4)
     raw = _raw(tmp_path, _archive(tmp_path / "s.tar.gz", files))
-    data = prepare_dataset(raw, train_size=10, test_size=6, seed=3, log=QUIET)
+    data = prepare_dataset(raw, train_size=10, test_size=6, seed=3, log=QUIET, limits=LIMITS)
     assert np.bincount(data.train_y).tolist() == [4, 3, 3]
     assert np.bincount(data.test_y).tolist() == [2, 2, 2]
-    again = prepare_dataset(raw, train_size=10, test_size=6, seed=3, log=QUIET)
+    again = prepare_dataset(raw, train_size=10, test_size=6, seed=3, log=QUIET, limits=LIMITS)
     assert np.array_equal(data.train_x, again.train_x)
     with pytest.raises(UserError, match=r"data.train_size = 25 is larger than the train split "
                                         r"\(24 images\)"):
-        prepare_dataset(raw, train_size=25, log=QUIET)
+        prepare_dataset(raw, train_size=25, log=QUIET, limits=LIMITS)
     with pytest.raises(UserError, match=r"data.test_size = 0: must be a positive"):
-        prepare_dataset(raw, test_size=0, log=QUIET)
+        prepare_dataset(raw, test_size=0, log=QUIET, limits=LIMITS)
 
 
 # ------------------------------------------------------------------------------------ arrays
@@ -427,6 +428,35 @@ def test_full_cifar_sized_split_loads_well_under_a_second(tmp_path):
         assert sorted(f.files) == ["x", "y"]
 
 
+def test_load_prepared_checks_meta_against_the_arrays(tmp_path):
+    """What train reads: meta.json is checked key by key and must describe the arrays."""
+    x, y = np.zeros((6, 4, 4, 3), dtype=np.uint8), np.arange(6, dtype=np.int64) % 3
+    save_split(tmp_path / "train.npz", x, y)
+    save_split(tmp_path / "test.npz", x[:3], y[:3])
+    meta = {"classes": ["a", "b", "c"], "num_classes": 3, "image_size": 4, "mean": [0.5] * 3,
+            "std": [0.25] * 3, "label": "abc"}
+    (tmp_path / "meta.json").write_text(json.dumps(meta))
+    got, (x2, y2), (x3, _) = load_prepared(tmp_path)
+    assert got.classes == ["a", "b", "c"] and got.mean == [0.5] * 3
+    assert np.array_equal(x2, x) and np.array_equal(y2, y) and len(x3) == 3
+
+    (tmp_path / "meta.json").write_text(json.dumps({**meta, "image_size": 8}))
+    with pytest.raises(UserError, match=r"train.npz: images are 4x4 but .*meta.json says "
+                                        r"image_size = 8"):
+        load_prepared(tmp_path)
+    (tmp_path / "meta.json").write_text(json.dumps({**meta, "num_classes": 2, "classes": ["a", "b"]}))
+    with pytest.raises(UserError, match=r"train.npz: labels 0..2 but .*meta.json has 2 classes"):
+        load_prepared(tmp_path)
+    (tmp_path / "meta.json").write_text(json.dumps({**meta, "num_classes": 4}))
+    with pytest.raises(UserError, match="meta.json: num_classes = 4 but classes has 3 names; run"):
+        load_prepared(tmp_path)
+    del meta["std"]
+    (tmp_path / "meta.json").write_text(json.dumps({**meta, "mean": [0.5, "x", 0.5]}))
+    with pytest.raises(UserError, match=r"meta.json: mean.1 = 'x': .*; std is missing; run the "
+                                        r"prepare stage"):
+        load_prepared(tmp_path)
+
+
 # ------------------------------------------------------------------------------ stage scripts
 
 
@@ -438,10 +468,8 @@ def _stage(script: str, *args: str | Path, cwd: Path) -> subprocess.CompletedPro
 def test_download_and_prepare_scripts_end_to_end(tmp_path):
     files, pixels = _imagefolder_files(np.random.default_rng(17), n_train=4, n_test=2)
     src = _archive(tmp_path / "mydata.tar.gz", files)
-    models = ("models: {cnn: {kind: cnn, train: {epochs: 1, batch_size: 8, optimizer: sgd, "
-              "lr: 0.1}}}")
-    params = tmp_path / "params.yaml"
-    params.write_text(f"seed: 0\ndata: {{source: mydata.tar.gz, image_size: 48}}\n{models}\n")
+    params = write_params(tmp_path / "params.yaml",
+                          {"seed": 0, "data": {"source": "mydata.tar.gz", "image_size": 48}})
 
     done = _stage("download.py", "--params", params, "--out", "data/raw", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
@@ -461,7 +489,7 @@ def test_download_and_prepare_scripts_end_to_end(tmp_path):
     assert meta["label"] == metrics["label"] == "mydata"
 
     # a bad value: one line on stderr, exit 2, nothing written
-    params.write_text(f"data: {{source: mydata.tar.gz, train_size: 500}}\n{models}\n")
+    write_params(params, {"data": {"source": "mydata.tar.gz", "train_size": 500}})
     args[5] = "data/prepared2"
     done = _stage("prepare.py", *args[:7], "metrics/data2.json", cwd=tmp_path)
     assert done.returncode == 2
@@ -470,7 +498,7 @@ def test_download_and_prepare_scripts_end_to_end(tmp_path):
     assert not (tmp_path / "data/prepared2").exists()
     assert not (tmp_path / "metrics/data2.json").exists()
 
-    params.write_text(f"data: {{source: mydata.tar.gz, sha256: '{'0' * 64}'}}\n{models}\n")
+    write_params(params, {"data": {"source": "mydata.tar.gz", "sha256": "0" * 64}})
     done = _stage("download.py", "--params", params, "--out", "data/raw3", cwd=tmp_path)
     assert done.returncode == 2 and done.stderr.startswith("error: checksum mismatch for "
                                                            "mydata.tar.gz")

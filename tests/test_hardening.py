@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from project_params import LIMITS, write_params
 
 from cifarbench import cli
 from cifarbench.config import ParamsError, load_params
@@ -44,12 +45,11 @@ from cifarbench.io import atomic_dir, atomic_path, remove_stale_temporaries, wri
 REPO = Path(__file__).resolve().parents[1]
 QUIET = io.StringIO()
 MiB = 1 << 20
-MODELS = "models: {cnn: {kind: cnn, train: {epochs: 1, batch_size: 8, optimizer: sgd, lr: 0.1}}}"
 
 
 def _limits(**caps) -> Limits:
-    """The default caps with some replaced (in Limits' units: bytes, counts, pixels, s)."""
-    return dataclasses.replace(Limits.from_config(), **caps)
+    """params.yaml's caps with some replaced (in Limits' units: bytes, counts, pixels, s)."""
+    return dataclasses.replace(LIMITS, **caps)
 
 
 def _png(value: int, size: tuple[int, int] = (4, 4)) -> bytes:
@@ -169,7 +169,7 @@ def test_links_to_one_big_member_count_once_per_link(tmp_path):
     with pytest.raises(UserError, match=r"files total 95\.\d MiB \(links count"), \
             open_source(path, _limits(unpacked_bytes=50 * MiB)):
         pass
-    with open_source(path) as src:  # under the cap: the member is read once for all its links
+    with open_source(path, LIMITS) as src:  # under the cap: the member is read once for all its links
         read = dict(src.read([f"train/bee/l{i}.png" for i in range(3)]))
         assert len(read) == 3 and all(len(v) == 100_000 for v in read.values())
 
@@ -197,7 +197,7 @@ def _patched_zip(path: Path, *, method: int | None = None, flags: int | None = N
 def test_unreadable_zip_members_are_one_line(method, flags, expected, tmp_path):
     path = _patched_zip(tmp_path / "odd.zip", method=method, flags=flags)
     with pytest.raises(UserError) as err:
-        fetch_source(str(path), tmp_path / "raw", log=QUIET)
+        fetch_source(str(path), tmp_path / "raw", log=QUIET, limits=LIMITS)
     assert expected in _one_line(err)
     assert _entries(tmp_path / "raw") == []
 
@@ -215,7 +215,7 @@ def test_directory_link_to_a_host_file_is_refused_and_nothing_copied(tmp_path):
     src = _imagefolder_dir(tmp_path / "mydata")
     (src / "train/ant/stolen.png").symlink_to(secret)
     with pytest.raises(UserError) as err:
-        fetch_source(str(src), tmp_path / "raw", log=QUIET)
+        fetch_source(str(src), tmp_path / "raw", log=QUIET, limits=LIMITS)
     assert "unsafe link 'train/ant/stolen.png'" in _one_line(err)
     assert "resolves outside the source folder" in str(err.value)
     assert not (tmp_path / "raw").exists()
@@ -226,7 +226,7 @@ def test_directory_link_to_an_outside_folder_is_refused(tmp_path):
     src = _imagefolder_dir(tmp_path / "mydata")
     (src / "train/cow").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
     with pytest.raises(UserError, match="unsafe link 'train/cow'"):
-        open_source(src)
+        open_source(src, LIMITS)
 
 
 @pytest.mark.parametrize("target", ["..", "../..", "."])
@@ -235,7 +235,7 @@ def test_directory_link_loops_end_at_once(target, tmp_path):
     (src / "train/ant/loop").symlink_to(target, target_is_directory=True)
     start = time.monotonic()
     with pytest.raises(UserError) as err:
-        fetch_source(str(src), tmp_path / "raw", log=QUIET)
+        fetch_source(str(src), tmp_path / "raw", log=QUIET, limits=LIMITS)
     assert time.monotonic() - start < 2
     assert "link 'train/ant/loop' leads back to a folder above it" in _one_line(err)
     assert not (tmp_path / "raw").exists()
@@ -247,7 +247,7 @@ def test_directory_links_inside_are_copied_as_files(tmp_path):
     (src / "extra").mkdir()
     (src / "extra/more.png").write_bytes(_png(7))
     (src / "test/ant/linked").symlink_to("../../extra", target_is_directory=True)
-    record = fetch_source(str(src), tmp_path / "raw", log=QUIET)
+    record = fetch_source(str(src), tmp_path / "raw", log=QUIET, limits=LIMITS)
     out = tmp_path / "raw" / record["name"]
     assert not (out / "train/ant/copy.png").is_symlink()
     assert (out / "train/ant/copy.png").read_bytes() == IMAGEFOLDER["train/bee/1.png"]
@@ -274,7 +274,7 @@ def test_local_archive_over_the_disk_cap_is_not_copied(tmp_path):
 
 def _raw(tmp_path: Path, source: Path, **kw) -> Path:
     raw = tmp_path / "raw"
-    record = fetch_source(str(source), raw, log=QUIET, **kw)
+    record = fetch_source(str(source), raw, log=QUIET, limits=LIMITS, **kw)
     (raw / "source.json").write_text(json.dumps(record))
     return raw
 
@@ -289,10 +289,10 @@ def test_prepare_refuses_arrays_over_the_memory_cap_before_allocating(tmp_path):
     assert peak < 4 * MiB
     assert _one_line(err).startswith("data.image_size = 512: 8 images of 512x512x3 need 6.0 MiB "
                                      "of memory, over data.max_arrays_gib")
-    # the defaults refuse CIFAR-10 at 512 (its train split alone was a 36.6 GiB allocation)
+    # params.yaml's caps refuse CIFAR-10 at 512 (its train split alone was a 36.6 GiB allocation)
     from cifarbench.data.prepare import check_memory
     with pytest.raises(UserError, match=r"60000 images .* 43\.9 GiB .* data.max_arrays_gib = 8;"):
-        check_memory(60_000, 512, Limits.from_config())
+        check_memory(60_000, 512, LIMITS)
 
 
 def _png_declaring(width: int, height: int) -> bytes:
@@ -327,7 +327,7 @@ def test_image_pixel_cap_is_one_line_and_replaces_pils_warning():
 
 def test_prepare_outputs_appear_together(tmp_path, monkeypatch):
     raw = _raw(tmp_path, _tar(tmp_path / "d.tar.gz", IMAGEFOLDER))
-    data = prepare_dataset(raw, image_size=4, log=QUIET)
+    data = prepare_dataset(raw, image_size=4, log=QUIET, limits=LIMITS)
     out, metrics = tmp_path / "prepared", tmp_path / "metrics" / "data.json"
     save_prepared(data, out, metrics)
     assert _entries(out) == ["meta.json", "test.npz", "train.npz"]
@@ -344,7 +344,7 @@ def test_prepare_outputs_appear_together(tmp_path, monkeypatch):
 
     monkeypatch.setattr(prep, "save_split", fail_second)
     with pytest.raises(KeyboardInterrupt):
-        save_prepared(prepare_dataset(raw, image_size=8, log=QUIET), out, metrics)
+        save_prepared(prepare_dataset(raw, image_size=8, log=QUIET, limits=LIMITS), out, metrics)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # the old set, whole
     assert not metrics.exists()  # no metrics that describe other arrays: DVC reruns prepare
     assert _entries(tmp_path) == ["d.tar.gz", "metrics", "prepared", "raw"]  # no temporary
@@ -366,7 +366,7 @@ def _cifar_files(per_batch: int, protocol: int) -> dict[str, bytes]:
 def test_cifar_batches_pickled_by_python3_at_protocol_2_load(tmp_path):
     src = _tar(tmp_path / "c.tar.gz", _cifar_files(10, protocol=2))
     sha = hashlib.sha256(src.read_bytes()).hexdigest()
-    data = prepare_dataset(_raw(tmp_path, src, sha256=sha), log=QUIET)
+    data = prepare_dataset(_raw(tmp_path, src, sha256=sha), log=QUIET, limits=LIMITS)
     assert data.train_x.shape == (50, 32, 32, 3) and data.classes[0] == "c0"
 
 
@@ -477,7 +477,7 @@ def test_an_announced_size_over_the_cap_is_refused_before_reading(mode, hostile,
     url = hostile(mode)
     start = time.monotonic()
     with pytest.raises(UserError) as err:
-        fetch_source(url, tmp_path / "raw", timeout_s=2, log=QUIET)
+        fetch_source(url, tmp_path / "raw", timeout_s=2, log=QUIET, limits=LIMITS)
     assert time.monotonic() - start < 2
     assert "(Content-Length) is " in _one_line(err) and "over data.max_source_gib = 4" in \
         str(err.value)
@@ -498,7 +498,7 @@ def test_the_deadline_bounds_a_slow_but_steady_download(hostile, tmp_path):
 
 def test_a_redirect_loop_is_one_line(hostile, tmp_path):
     with pytest.raises(UserError) as err:
-        fetch_source(hostile("redirect"), tmp_path / "raw", timeout_s=2, log=QUIET)
+        fetch_source(hostile("redirect"), tmp_path / "raw", timeout_s=2, log=QUIET, limits=LIMITS)
     assert "HTTP 302: a redirect loop, or more than 10 redirects" in _one_line(err)
 
 
@@ -516,7 +516,7 @@ def test_a_redirect_loop_is_one_line(hostile, tmp_path):
 ])
 def test_odd_urls_are_one_line(url, expected, tmp_path):
     with pytest.raises(UserError) as err:
-        fetch_source(url, tmp_path / "raw", timeout_s=1, retries=0, log=QUIET)
+        fetch_source(url, tmp_path / "raw", timeout_s=1, retries=0, log=QUIET, limits=LIMITS)
     assert expected in _one_line(err)
     assert not (tmp_path / "raw").exists()
 
@@ -555,9 +555,10 @@ def test_broken_params_files_are_one_line(text, expected, tmp_path):
 
 
 def test_error_messages_clip_what_they_show(tmp_path):
-    text = f"{MODELS}\ndata: {{source: [{', '.join(['x' * 5000] * 50)}]}}\nbogus: {'y' * 10**5}\n"
+    path = write_params(tmp_path / "params.yaml",
+                        {"data": {"source": ["x" * 5000] * 50}, "bogus": "y" * 10**5})
     with pytest.raises(ParamsError) as err:
-        load_params(_params(tmp_path, text))
+        load_params(path)
     lines = str(err.value).splitlines()
     assert len(lines) == 3 and all(len(line) < 200 for line in lines)
     assert lines[1].startswith("  data.source = ['xxx") and lines[2].startswith("  bogus: unknown")
@@ -646,7 +647,7 @@ def _wait_for_partial_download(data: Path, proc: subprocess.Popen) -> None:
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
 def test_killed_download_stage_leaves_nothing_a_rerun_would_trust(sig, hostile, tmp_path):
     url = hostile("slow")
-    params = _params(tmp_path, f"data: {{source: '{url}'}}\n{MODELS}\n")
+    params = write_params(tmp_path / "params.yaml", {"data": {"source": url}})
     proc = _stage("download.py", "--params", params, "--out", "data/raw", cwd=tmp_path)
     _wait_for_partial_download(tmp_path / "data", proc)
     proc.send_signal(sig)
@@ -659,7 +660,7 @@ def test_killed_download_stage_leaves_nothing_a_rerun_would_trust(sig, hostile, 
         assert proc.returncode == -signal.SIGKILL
         assert [p.name.split(".")[1] for p in (tmp_path / "data").iterdir()] == ["raw"]
         src = _tar(tmp_path / "good.tar.gz", IMAGEFOLDER)
-        params.write_text(f"data: {{source: {src}}}\n{MODELS}\n")
+        write_params(params, {"data": {"source": str(src)}})
         rerun = _stage("download.py", "--params", params, "--out", "data/raw", cwd=tmp_path)
         _, err = rerun.communicate(timeout=60)
         assert rerun.returncode == 0, err
@@ -672,8 +673,8 @@ def test_prepare_stage_out_of_memory_is_one_line(tmp_path):
     src = _tar(tmp_path / "c.tar.gz", _cifar_files(500, protocol=4))
     sha = hashlib.sha256(src.read_bytes()).hexdigest()
     _raw(tmp_path, src, sha256=sha)
-    params = _params(tmp_path, f"data: {{source: c.tar.gz, sha256: '{sha}', image_size: 512, "
-                               f"max_arrays_gib: 100}}\n{MODELS}\n")
+    params = write_params(tmp_path / "params.yaml", {"data": {
+        "source": "c.tar.gz", "sha256": sha, "image_size": 512, "max_arrays_gib": 100}})
 
     def limit_memory():
         resource.setrlimit(resource.RLIMIT_AS, (3 << 29, 3 << 29))
@@ -695,7 +696,7 @@ def test_stage_failures_on_hostile_input_are_one_line_exit_2(tmp_path):
     secret.write_text("x")
     src = _imagefolder_dir(tmp_path / "mydata")
     (src / "train/ant/s.png").symlink_to(secret)
-    params = _params(tmp_path, f"data: {{source: mydata}}\n{MODELS}\n")
+    params = write_params(tmp_path / "params.yaml", {"data": {"source": "mydata"}})
     proc = _stage("download.py", "--params", params, "--out", "data/raw", cwd=tmp_path)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 2 and err.count("\n") == 1

@@ -3,20 +3,22 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from project_params import params_with
 
-from cifarbench.config import parse_params
 from cifarbench.models import BUILDERS, CNN, ViT, build_model, count_params
 
+# Overrides of params.yaml's models (the rest of each section comes from the file).
 TINY = {
-    "cnn": {"kind": "cnn", "arch": {"widths": [8, 16, 16]},
-            "train": {"epochs": 1, "batch_size": 8, "optimizer": "sgd", "lr": 0.1}},
-    "vit": {"kind": "vit", "arch": {"patch_size": 4, "dim": 32, "depth": 2, "heads": 2},
-            "train": {"epochs": 1, "batch_size": 8, "optimizer": "adamw", "lr": 1e-3}},
+    "cnn": {"arch": {"widths": [8, 16, 16]}},
+    "vit": {"arch": {"patch_size": 4, "dim": 32, "depth": 2, "heads": 2, "drop_path": 0.0}},
 }
+# A small ViT built directly (the constructor has no defaults).
+VIT = dict(dim=32, depth=1, heads=2, mlp_ratio=2.0, pool="mean", pos_embed="sincos", dropout=0.0,
+           drop_path=0.0)
 
 
 def tiny_model(kind: str, num_classes: int = 10, image_size: int = 32) -> torch.nn.Module:
-    cfg = parse_params({"models": TINY}).model(kind)
+    cfg = params_with({"models": TINY}).model(kind)
     return build_model(cfg, num_classes=num_classes, image_size=image_size)
 
 
@@ -64,8 +66,10 @@ def test_bf16_autocast_forward_on_cpu(kind: str) -> None:
 
 def test_default_sizes_match_the_recipes() -> None:
     # ~2M parameters for the airbench-sized CNN; ViT-Lite-7/4 size for the ViT (3.7M)
-    assert 1.9e6 < count_params(CNN(num_classes=10)) < 2.1e6
-    vit = ViT(num_classes=10, dim=256, depth=7, heads=4, mlp_ratio=2.0)
+    recipes = params_with()
+    cnn = build_model(recipes.model("cnn"), num_classes=10, image_size=32)
+    assert 1.9e6 < count_params(cnn) < 2.1e6
+    vit = build_model(recipes.model("vit"), num_classes=10, image_size=32)
     assert 3.5e6 < count_params(vit) < 3.9e6
 
 
@@ -74,7 +78,8 @@ def test_whitening_decorrelates_patches() -> None:
     base = torch.randn(64, 1, 16, 16)
     images = torch.cat([base, 0.9 * base + 0.3 * torch.randn_like(base),
                         base - 0.5 * torch.randn_like(base)], dim=1)  # correlated channels
-    model = CNN(num_classes=2, widths=[8, 8, 8], whiten_width=12)
+    model = CNN(num_classes=2, widths=[8, 8, 8], whiten_width=12, bn_momentum=0.4, bn_eps=1e-12,
+                logit_scale=1 / 9)
     model.init_whitening(images)
     out = model.whiten(images) - model.whiten.bias[None, :, None, None]
     flat = out.permute(1, 0, 2, 3).reshape(12, -1)
@@ -85,8 +90,7 @@ def test_whitening_decorrelates_patches() -> None:
 
 @pytest.mark.parametrize("image_size,patch", [(32, 4), (32, 2), (64, 8)])
 def test_conv_tokenizer_keeps_the_token_grid(image_size: int, patch: int) -> None:
-    vit = ViT(num_classes=5, image_size=image_size, patch_size=patch, dim=32, depth=1, heads=2,
-              tokenizer="conv")
+    vit = ViT(num_classes=5, image_size=image_size, patch_size=patch, tokenizer="conv", **VIT)
     tokens = vit.patch_embed(torch.randn(2, 3, image_size, image_size))
     assert tokens.shape == (2, (image_size // patch) ** 2, 32)
     assert vit(torch.randn(2, 3, image_size, image_size)).shape == (2, 5)
@@ -94,4 +98,13 @@ def test_conv_tokenizer_keeps_the_token_grid(image_size: int, patch: int) -> Non
 
 def test_vit_rejects_bad_geometry() -> None:
     with pytest.raises(ValueError, match="divisible by patch_size"):
-        ViT(num_classes=10, image_size=30, patch_size=4)
+        ViT(num_classes=10, image_size=30, patch_size=4, tokenizer="patch", **VIT)
+    with pytest.raises(ValueError, match="patch_size must be a power of two >= 2, got 1"):
+        ViT(num_classes=10, image_size=32, patch_size=1, tokenizer="conv", **VIT)
+
+
+@pytest.mark.parametrize("option", ["pool", "pos_embed", "tokenizer"])
+def test_vit_rejects_unknown_options(option: str) -> None:
+    args = {**VIT, "tokenizer": "patch", option: "bogus"}
+    with pytest.raises(ValueError, match=f"{option} must be one of .*, got 'bogus'"):
+        ViT(num_classes=10, image_size=32, patch_size=4, **args)

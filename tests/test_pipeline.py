@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import yaml
 from PIL import Image
+from project_params import raw_params
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,13 +41,6 @@ TINY_OVERRIDES = {
     "profile": {"batch_sizes": [1, 4], "warmup_iters": 1, "iters": 3, "latency_runs": 10,
                 "precisions": ["fp32"], "compile": False, "max_seconds_per_config": 2},
 }
-
-
-def _merge(base: dict, over: dict) -> dict:
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = _merge(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
-    return out
 
 
 def _make_imagefolder(root: Path, classes=("ant", "bee", "cat"), n_train=16, n_test=6) -> None:
@@ -90,7 +84,7 @@ def repo(tmp_path_factory) -> Path:
         shutil.copy(ROOT / name, repo / name)
     shutil.copytree(ROOT / "stages", repo / "stages")
     shutil.copytree(ROOT / "src", repo / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    params = _merge(yaml.safe_load((ROOT / "params.yaml").read_text()), TINY_OVERRIDES)
+    params = raw_params(TINY_OVERRIDES)
     params["data"]["source"] = str(images)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     _run(["git", "init", "-q"], repo)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
+from project_params import write_params
 from torch import nn
 
 from cifarbench.cli import UserError
@@ -40,7 +40,7 @@ FP32 = Variant(amp_dtype=None)
 
 def tiny_cfg(**over) -> ProfileConfig:
     base = dict(batch_sizes=[1, 4], warmup_iters=1, iters=3, latency_runs=10,
-                precisions=["fp32"], channels_last=False, max_seconds_per_config=2.0)
+                precisions=["fp32"], channels_last=False, compile=False, max_seconds_per_config=2.0)
     return ProfileConfig(**{**base, **over})
 
 
@@ -308,24 +308,23 @@ def load_stage():
     return mod
 
 
-TRAIN = {"epochs": 1, "batch_size": 8, "optimizer": "sgd", "lr": 0.1}
-
-
 def write_inputs(tmp_path: Path, image_size: int = 16, classes: int = 3) -> dict[str, Path]:
     from cifarbench.config import load_params
     from cifarbench.models import build_model
 
-    params = {
+    overrides = {
         "seed": 0, "device": "cpu", "precision": "fp32", "threads": 1,
-        "models": {"cnn": {"kind": "cnn", "arch": {"widths": [8, 8, 8]}, "train": TRAIN},
-                   "vit": {"kind": "vit", "arch": {"dim": 16, "depth": 1, "heads": 2}, "train": TRAIN}},
+        "models": {"cnn": {"arch": {"widths": [8, 8, 8]}},
+                   "vit": {"arch": {"dim": 16, "depth": 1, "heads": 2}}},
         "profile": {"batch_sizes": [1, 4], "warmup_iters": 1, "iters": 3, "latency_runs": 10,
-                    "precisions": ["fp32", "autocast"], "channels_last": True,
+                    "precisions": ["fp32", "autocast"], "channels_last": True, "compile": False,
                     "max_seconds_per_config": 1.0},
     }
-    paths = {"params": tmp_path / "params.yaml", "meta": tmp_path / "meta.json"}
-    paths["params"].write_text(yaml.safe_dump(params))
-    paths["meta"].write_text(json.dumps({"num_classes": classes, "image_size": image_size}))
+    paths = {"params": write_params(tmp_path / "params.yaml", overrides),
+             "meta": tmp_path / "meta.json"}
+    paths["meta"].write_text(json.dumps({"num_classes": classes, "image_size": image_size,
+                                         "classes": [f"c{i}" for i in range(classes)],
+                                         "mean": [0.5] * 3, "std": [0.25] * 3}))
     p = load_params(paths["params"])
     for name in ("cnn", "vit"):
         paths[name] = tmp_path / f"{name}.pt"

@@ -17,10 +17,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-import yaml
 from matplotlib.figure import Figure
 from matplotlib.text import Text
 from PIL import Image
+from project_params import LIMITS, params_with, raw_params
 
 from cifarbench.config import Params, parse_params
 from cifarbench.data import fetch_source, prepare_dataset
@@ -51,9 +51,11 @@ MODELS: dict[str, dict[str, Any]] = {
 
 
 def params_for(names: list[str], data_label: str | None = None) -> Params:
+    """params.yaml with only the models ``names``."""
     train = {"epochs": 5, "batch_size": 512, "optimizer": "sgd", "lr": 0.2}
-    return parse_params({"models": {n: {"kind": MODELS[n]["kind"], "train": train} for n in names},
-                         "report": {"dpi": 150, "data_label": data_label}})
+    raw = raw_params({"models": {n: {"train": train} for n in names},
+                      "report": {"dpi": 150, "data_label": data_label}})
+    return parse_params({**raw, "models": {n: raw["models"][n] for n in names}})
 
 
 def write_synthetic_inputs(root: Path, models: dict[str, dict[str, Any]]) -> ReportPaths:
@@ -307,13 +309,11 @@ def test_own_imagefolder_is_named_and_cifar_named_nowhere(tmp_path):
                 Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(
                     images / split / c / f"{i}.png")
     raw = tmp_path / "data/raw"
-    write_json(raw / "source.json", fetch_source(str(images), raw, log=io.StringIO()))
-    data = prepare_dataset(raw, image_size=8, log=io.StringIO())
+    write_json(raw / "source.json", fetch_source(str(images), raw, log=io.StringIO(), limits=LIMITS))
+    data = prepare_dataset(raw, image_size=8, log=io.StringIO(), limits=LIMITS)
     paths = write_synthetic_inputs(tmp_path, {"cnn": MODELS["cnn"], "vit": MODELS["vit"]})
     write_json(paths.data_metrics, data.metrics())
-    raw_params = yaml.safe_load((REPO / "params.yaml").read_text())
-    raw_params["data"]["source"] = str(images)
-    params = parse_params(raw_params)
+    params = params_with({"data": {"source": str(images)}})
     assert params.report.data_label is None  # the project's default: no label to set
 
     report = make_report(load_inputs(list(params.models), paths), params)

@@ -6,9 +6,9 @@ import math
 import numpy as np
 import pytest
 import torch
+from project_params import params_with
 
 from cifarbench import results
-from cifarbench.config import parse_params
 from cifarbench.errors import UserError
 from cifarbench.models import build_model
 from cifarbench.runtime import Runtime
@@ -17,17 +17,27 @@ from cifarbench.train import evaluate, lr_at, to_device_data, train_run, train_r
 CPU32 = Runtime(device=torch.device("cpu"), amp_dtype=None)
 CPU_BF16 = Runtime(device=torch.device("cpu"), amp_dtype=torch.bfloat16)
 
+# Overrides of params.yaml's recipes: tiny models, four epochs, one seed, eager, no warm-up;
+# the recipes' lookahead, lr floors, stochastic depth, mixing-off epochs and TrivialAugment are
+# off (a test that is about one of them turns it on).
 MODELS = {
     "cnn": {"kind": "cnn", "arch": {"widths": [8, 16, 16]},
             "train": {"epochs": 4, "batch_size": 32, "optimizer": "sgd", "lr": 0.2,
                       "label_smoothing": 0.1, "schedule": "triangle", "warmup_frac": 0.2,
-                      "bias_lr_scale": 4.0, "tta": "flip_translate", "target_accuracy": 0.5}},
-    "vit": {"kind": "vit", "arch": {"patch_size": 4, "dim": 32, "depth": 2, "heads": 2},
+                      "bias_lr_scale": 4.0, "tta": "flip_translate", "target_accuracy": 0.5,
+                      "momentum": 0.9, "weight_decay": 0.0, "start_lr_frac": 0.0,
+                      "final_lr_frac": 0.0, "lookahead": False, "runs": 1, "compile": False,
+                      "warmup_steps": 0}},
+    "vit": {"kind": "vit", "arch": {"patch_size": 4, "dim": 32, "depth": 2, "heads": 2,
+                                    "drop_path": 0.0},
             "train": {"epochs": 4, "batch_size": 32, "optimizer": "adamw", "lr": 3e-3,
                       "weight_decay": 0.05, "warmup_frac": 0.1, "grad_clip": 1.0,
-                      "tta": "flip", "target_accuracy": 0.5},
+                      "tta": "flip", "target_accuracy": 0.5,
+                      "beta2": 0.999, "label_smoothing": 0.0, "eval_every": 1, "runs": 1,
+                      "compile": False, "warmup_steps": 0},
             "augment": {"flip": "random", "translate": 2, "mixup_alpha": 0.2,
-                        "cutmix_alpha": 1.0, "mix_prob": 0.5, "erasing_prob": 0.25}},
+                        "cutmix_alpha": 1.0, "mix_prob": 0.5, "erasing_prob": 0.25,
+                        "mix_off_epochs": 0, "policy": "none"}},
 }
 
 
@@ -47,8 +57,8 @@ def tiny_data(n_train: int = 192, n_test: int = 60, k: int = 3, size: int = 16,
 
 
 def cfg(kind: str, **train):
-    raw = {"models": {kind: {**MODELS[kind], "train": {**MODELS[kind]["train"], **train}}}}
-    return parse_params(raw).model(kind)
+    model = {**MODELS[kind], "train": {**MODELS[kind]["train"], **train}}
+    return params_with({"models": {kind: model}}).model(kind)
 
 
 def run(kind: str, rt: Runtime = CPU32, seed: int = 0, **train):

@@ -1,11 +1,13 @@
 """Shared entry-point behaviour for the thin scripts in ``stages/``.
 
-A stage script defines ``main(args)``; :func:`run_stage` runs it and turns the errors a user
-can fix (bad params, bad data, unreachable source, a cap too low for the data, a full disk,
-running out of memory) into one clear line on stderr and exit status 2, instead of a
-traceback. Anything else is a bug and keeps its traceback. SIGTERM (``dvc queue kill``, CI
-timeouts, schedulers) is handled like Ctrl-C: it raises in the running code so that every
-``with``/``finally`` removes its temporaries, then the stage exits with status 143.
+A stage script defines ``parse_args(argv)`` and ``main(argv=None)`` (tests pass ``argv``; with
+None argparse reads ``sys.argv``) and ends with ``run_stage(main)``. :func:`run_stage` calls
+``main()`` and turns the errors a user can fix (bad params, bad data, unreachable source, a cap
+too low for the data, a full disk, running out of memory) into one clear line on stderr and
+exit status 2, instead of a traceback. Anything else is a bug and keeps its traceback.
+SIGTERM (``dvc queue kill``, CI timeouts, schedulers) is handled like Ctrl-C: it raises in the
+running code so that every ``with``/``finally`` removes its temporaries, then the stage exits
+with status 143.
 """
 
 from __future__ import annotations

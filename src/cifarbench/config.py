@@ -5,6 +5,10 @@ read or any model built, so a typo anywhere (an unknown key, a wrong type, an ou
 value) stops the run within a second with a message that names the key, the value and what is
 allowed. pydantic does the checking (strict types, ``extra="forbid"``); this module only
 declares the schema and turns its errors into one readable :class:`ParamsError`.
+
+params.yaml is the one home of every value (DVC reads it to decide what reruns), so the schema
+has no defaults: every key is required, and a key removed from the file is an error naming it.
+The schema says what is allowed; the file says what is used, with its unit.
 """
 
 from __future__ import annotations
@@ -37,23 +41,23 @@ class _Strict(BaseModel):
 class DataConfig(_Strict):
     """Where the images come from and how they are prepared (stages download, prepare)."""
 
-    source: str = OFFICIAL_CIFAR10_URL  # http(s):// or file:// URL, local archive or directory
-    sha256: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{64}$")
-    md5: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{32}$")
-    timeout_s: Annotated[float, Field(gt=0, le=600)] = 30.0  # per network read
-    retries: Annotated[int, Field(ge=0, le=10)] = 3  # extra attempts after the first
-    image_size: Annotated[int, Field(ge=8, le=512)] = 32  # images are resized to this square
-    train_size: PositiveInt | None = None  # null = whole split; int = class-balanced subset
-    test_size: PositiveInt | None = None
+    source: str  # http(s):// or file:// URL, local archive or directory
+    sha256: str | None = Field(pattern=r"^[0-9a-fA-F]{64}$")
+    md5: str | None = Field(pattern=r"^[0-9a-fA-F]{32}$")
+    timeout_s: Annotated[float, Field(gt=0, le=600)]  # per network read
+    retries: Annotated[int, Field(ge=0, le=10)]  # extra attempts after the first
+    image_size: Annotated[int, Field(ge=8, le=512)]  # images are resized to this square
+    train_size: PositiveInt | None  # null = whole split; int = class-balanced subset
+    test_size: PositiveInt | None
     # Caps on what a source may cost (README: Limits and caps); raise them for bigger data.
-    max_source_gib: Annotated[float, Field(gt=0)] = 4.0  # download / copy into data/raw
-    max_unpacked_gib: Annotated[float, Field(gt=0)] = 16.0  # all files of the source, unpacked
-    max_member_mib: Annotated[float, Field(gt=0)] = 256.0  # one archive member or file
-    max_members: PositiveInt = 1_000_000  # files, folders and links in the source
-    max_image_mpx: Annotated[float, Field(gt=0, le=178)] = 89.0  # decoded pixels of one image
-    max_arrays_gib: Annotated[float, Field(gt=0)] = 8.0  # prepare's in-memory image arrays
-    min_rate_kib_s: Annotated[float, Field(ge=0)] = 16.0  # mean over each timeout_s window
-    download_deadline_s: Annotated[float, Field(gt=0)] = 3600.0  # whole download, retries too
+    max_source_gib: Annotated[float, Field(gt=0)]  # download / copy into data/raw
+    max_unpacked_gib: Annotated[float, Field(gt=0)]  # all files of the source, unpacked
+    max_member_mib: Annotated[float, Field(gt=0)]  # one archive member or file
+    max_members: PositiveInt  # files, folders and links in the source
+    max_image_mpx: Annotated[float, Field(gt=0, le=178)]  # decoded pixels of one image
+    max_arrays_gib: Annotated[float, Field(gt=0)]  # prepare's in-memory image arrays
+    min_rate_kib_s: Annotated[float, Field(ge=0)]  # mean over each timeout_s window
+    download_deadline_s: Annotated[float, Field(gt=0)]  # whole download, retries too
 
 
 # ------------------------------------------------------------------------------------- models
@@ -62,15 +66,15 @@ class DataConfig(_Strict):
 class AugmentConfig(_Strict):
     """Batched, on-device augmentation (see ``augment.py``)."""
 
-    flip: Literal["none", "random", "alternating"] = "alternating"
-    translate: Annotated[int, Field(ge=0, le=8)] = 2  # pixels, reflect padding
-    mixup_alpha: Annotated[float, Field(ge=0.0)] = 0.0  # 0 disables mixup
-    cutmix_alpha: Annotated[float, Field(ge=0.0)] = 0.0  # 0 disables cutmix
-    mix_prob: Fraction = 1.0  # probability that a batch is mixed (when mixup/cutmix on)
-    mix_off_epochs: Annotated[float, Field(ge=0.0)] = 0.0  # last epochs trained unmixed (CCT)
-    erasing_prob: Fraction = 0.0  # per-image probability of random erasing
-    policy: Literal["none", "trivial"] = "none"  # trivial: TrivialAugment, one op per image
-    policy_strength: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0  # max op magnitude (0-1)
+    flip: Literal["none", "random", "alternating"]
+    translate: Annotated[int, Field(ge=0, le=8)]  # pixels, reflect padding
+    mixup_alpha: Annotated[float, Field(ge=0.0)]  # 0 disables mixup
+    cutmix_alpha: Annotated[float, Field(ge=0.0)]  # 0 disables cutmix
+    mix_prob: Fraction  # probability that a batch is mixed (when mixup/cutmix on)
+    mix_off_epochs: Annotated[float, Field(ge=0.0)]  # last epochs trained unmixed (CCT)
+    erasing_prob: Fraction  # per-image probability of random erasing
+    policy: Literal["none", "trivial"]  # trivial: TrivialAugment, one op per image
+    policy_strength: Annotated[float, Field(gt=0.0, le=1.0)]  # max op magnitude (0-1)
 
 
 class TrainConfig(_Strict):
@@ -80,74 +84,79 @@ class TrainConfig(_Strict):
     batch_size: PositiveInt
     optimizer: Literal["sgd", "adamw"]
     lr: Annotated[float, Field(gt=0.0)]  # peak learning rate, after warm-up
-    momentum: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.9  # SGD momentum / AdamW beta1
-    beta2: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.999  # AdamW only
-    nesterov: bool = True  # SGD only
-    weight_decay: Annotated[float, Field(ge=0.0)] = 0.0  # decoupled for AdamW
-    bias_lr_scale: Annotated[float, Field(gt=0.0)] = 1.0  # lr multiplier for norm/bias params
-    label_smoothing: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
-    schedule: Literal["triangle", "cosine", "constant"] = "cosine"
-    warmup_frac: Fraction = 0.05  # share of all steps spent warming up
-    start_lr_frac: Fraction = 0.0  # lr at step 0, as a share of the peak
-    final_lr_frac: Fraction = 0.0  # lr at the last step, as a share of the peak
-    grad_clip: Annotated[float, Field(ge=0.0)] = 0.0  # max grad norm; 0 disables
-    ema_decay: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0  # weight EMA per step; 0 = off
-    lookahead: bool = False  # airbench's lookahead: every 5 steps pull weights to their EMA
-    tta: Literal["none", "flip", "flip_translate"] = "none"  # test-time augmentation
-    runs: PositiveInt = 1  # repeats with seeds seed, seed+1, ...; metrics give mean and std
-    target_accuracy: Fraction = 0.9  # time-to-accuracy threshold (metric time_to_target_s)
-    eval_every: PositiveInt = 1  # evaluate on the test split every N epochs (and at the end)
-    compile: bool = False  # torch.compile the model (compile time reported apart)
-    warmup_steps: Annotated[int, Field(ge=0)] = 0  # untimed steps before run 0 (then reset)
-    breakdown_steps: Annotated[int, Field(ge=0, le=100)] = 5  # synchronised steps timed per part
+    momentum: Annotated[float, Field(ge=0.0, lt=1.0)]  # SGD momentum / AdamW beta1
+    beta2: Annotated[float, Field(gt=0.0, lt=1.0)]  # AdamW only
+    nesterov: bool  # SGD only
+    weight_decay: Annotated[float, Field(ge=0.0)]  # decoupled for AdamW
+    bias_lr_scale: Annotated[float, Field(gt=0.0)]  # lr multiplier for norm/bias params
+    label_smoothing: Annotated[float, Field(ge=0.0, lt=1.0)]
+    schedule: Literal["triangle", "cosine", "constant"]
+    warmup_frac: Fraction  # share of all steps spent warming up
+    start_lr_frac: Fraction  # lr at step 0, as a share of the peak
+    final_lr_frac: Fraction  # lr at the last step, as a share of the peak
+    grad_clip: Annotated[float, Field(ge=0.0)]  # max grad norm; 0 disables
+    ema_decay: Annotated[float, Field(ge=0.0, lt=1.0)]  # weight EMA per step; 0 = off
+    lookahead: bool  # airbench's lookahead: every 5 steps pull weights to their EMA
+    tta: Literal["none", "flip", "flip_translate"]  # test-time augmentation
+    runs: PositiveInt  # repeats with seeds seed, seed+1, ...; metrics give mean and std
+    target_accuracy: Fraction  # time-to-accuracy threshold (metric time_to_target_s)
+    eval_every: PositiveInt  # evaluate on the test split every N epochs (and at the end)
+    compile: bool  # torch.compile the model (compile time reported apart)
+    warmup_steps: Annotated[int, Field(ge=0)]  # untimed steps before run 0 (then reset)
+    breakdown_steps: Annotated[int, Field(ge=0, le=100)]  # synchronised steps timed per part
 
 
 class CNNArch(_Strict):
     """airbench-style conv net: frozen 2x2 whitening, three conv groups, linear head."""
 
-    widths: Annotated[list[PositiveInt], Field(min_length=3, max_length=3)] = [64, 256, 256]
-    whiten_width: PositiveInt = 24  # output channels of the 2x2 patch-whitening conv (2*3*2*2)
-    bn_momentum: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.4  # PyTorch convention (weight of the new batch)
-    bn_eps: Annotated[float, Field(gt=0.0, le=1.0)] = 1e-12  # airbench: 1e-12
-    logit_scale: Annotated[float, Field(gt=0.0)] = 1 / 9
-    whiten_bias_epochs: Annotated[float, Field(ge=0.0)] = 3.0  # whitening bias frozen after these
+    widths: Annotated[list[PositiveInt], Field(min_length=3, max_length=3)]
+    whiten_width: PositiveInt  # output channels of the 2x2 patch-whitening conv (2*3*2*2)
+    bn_momentum: Annotated[float, Field(gt=0.0, lt=1.0)]  # PyTorch convention (weight of the new batch)
+    bn_eps: Annotated[float, Field(gt=0.0, le=1.0)]
+    logit_scale: Annotated[float, Field(gt=0.0)]
+    whiten_bias_epochs: Annotated[float, Field(ge=0.0)]  # whitening bias frozen after these
 
 
 class CNNModelConfig(_Strict):
     kind: Literal["cnn"]
-    arch: CNNArch = CNNArch()
+    arch: CNNArch
     train: TrainConfig
-    augment: AugmentConfig = AugmentConfig()
+    augment: AugmentConfig
+
+
+# The ViT's enumerated options; models/vit.py types its constructor with these.
+Pool = Literal["cls", "mean"]
+PosEmbed = Literal["sincos", "learned"]  # fixed 2-D sin-cos trains faster
+Tokenizer = Literal["patch", "conv"]  # conv: CCT-style overlapping conv stem (a hybrid)
 
 
 class ViTArch(_Strict):
-    """Plain ViT: patch embedding, pre-norm blocks, SDPA attention, cls or mean pooling."""
+    """Plain ViT: patch embedding, pre-norm blocks, SDPA attention, cls or mean pooling.
+    (patch_size against data.image_size is checked in :class:`Params`.)"""
 
-    patch_size: PositiveInt = 4
-    dim: PositiveInt = 256
-    depth: PositiveInt = 6
-    heads: PositiveInt = 4
-    mlp_ratio: Annotated[float, Field(gt=0.0, le=16.0)] = 2.0
-    pool: Literal["cls", "mean"] = "mean"
-    pos_embed: Literal["sincos", "learned"] = "sincos"  # fixed 2-D sin-cos trains faster
-    tokenizer: Literal["patch", "conv"] = "patch"  # conv: CCT-style overlapping conv stem (a hybrid)
-    dropout: Fraction = 0.0
-    drop_path: Fraction = 0.0  # stochastic depth, linearly increasing to this value
+    patch_size: PositiveInt
+    dim: PositiveInt
+    depth: PositiveInt
+    heads: PositiveInt
+    mlp_ratio: Annotated[float, Field(gt=0.0, le=16.0)]
+    pool: Pool
+    pos_embed: PosEmbed
+    tokenizer: Tokenizer
+    dropout: Fraction
+    drop_path: Fraction  # stochastic depth, linearly increasing to this value
 
     @model_validator(mode="after")
     def _heads_divide_dim(self) -> ViTArch:
         if self.dim % self.heads:
             raise ValueError(f"dim ({self.dim}) must be divisible by heads ({self.heads})")
-        if self.tokenizer == "conv" and self.patch_size & (self.patch_size - 1):
-            raise ValueError(f"tokenizer 'conv' needs a power-of-two patch_size, got {self.patch_size}")
         return self
 
 
 class ViTModelConfig(_Strict):
     kind: Literal["vit"]
-    arch: ViTArch = ViTArch()
+    arch: ViTArch
     train: TrainConfig
-    augment: AugmentConfig = AugmentConfig()
+    augment: AugmentConfig
 
 
 ModelConfig = Annotated[CNNModelConfig | ViTModelConfig, Field(discriminator="kind")]
@@ -159,38 +168,59 @@ ModelConfig = Annotated[CNNModelConfig | ViTModelConfig, Field(discriminator="ki
 class ProfileConfig(_Strict):
     """Inference measurement (stage profile)."""
 
-    batch_sizes: Annotated[list[PositiveInt], Field(min_length=1)] = [1, 16, 64, 256, 1024]
-    warmup_iters: Annotated[int, Field(ge=0)] = 5  # per configuration, before timing
-    iters: PositiveInt = 20  # timed iterations per batch size
-    latency_runs: Annotated[int, Field(ge=10)] = 200  # batch-1 samples for p50/p90/p99
+    batch_sizes: Annotated[list[PositiveInt], Field(min_length=1)]
+    warmup_iters: Annotated[int, Field(ge=0)]  # per configuration, before timing
+    iters: PositiveInt  # timed iterations per batch size
+    latency_runs: Annotated[int, Field(ge=10)]  # batch-1 samples for p50/p90/p99
     # fp32 = IEEE fp32; tf32 = fp32 with TF32 tensor cores (CUDA only, skipped on CPU)
-    precisions: Annotated[list[Literal["fp32", "tf32", "autocast"]], Field(min_length=1)] = ["fp32", "autocast"]
-    channels_last: bool = True  # also measure channels_last for conv nets
-    compile: bool = False  # also measure a torch.compile'd model
-    max_seconds_per_config: Annotated[float, Field(gt=0)] = 20.0  # caps iters on slow devices
+    precisions: Annotated[list[Literal["fp32", "tf32", "autocast"]], Field(min_length=1)]
+    channels_last: bool  # also measure channels_last for conv nets
+    compile: bool  # also measure a torch.compile'd model
+    max_seconds_per_config: Annotated[float, Field(gt=0)]  # caps iters on slow devices
 
 
 class ReportConfig(_Strict):
     """Figures and tables (stage report)."""
 
-    dpi: Annotated[int, Field(ge=72, le=600)] = 150
+    dpi: Annotated[int, Field(ge=72, le=600)]
     # The data's name in every caption; None: the name the prepare stage gave it
     # (metrics/data.json "label": CIFAR-10, or the source's folder or archive name).
-    data_label: Annotated[str, Field(min_length=1)] | None = None
+    data_label: Annotated[str, Field(min_length=1)] | None
 
 
 # ------------------------------------------------------------------------------------- root
 
 
 class Params(_Strict):
-    seed: Annotated[int, Field(ge=0)] = 0
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
-    threads: PositiveInt | None = None  # CPU threads for torch; null = all cores
-    data: DataConfig = DataConfig()
+    seed: Annotated[int, Field(ge=0)]
+    device: Literal["auto", "cpu", "cuda"]
+    precision: Literal["auto", "fp32", "bf16", "fp16"]
+    threads: PositiveInt | None  # CPU threads for torch; null = all cores
+    data: DataConfig
     models: dict[str, ModelConfig]
-    profile: ProfileConfig = ProfileConfig()
-    report: ReportConfig = ReportConfig()
+    profile: ProfileConfig
+    report: ReportConfig
+
+    @model_validator(mode="after")
+    def _vit_tokens_match_positions(self) -> Params:
+        """A ViT has one position embedding per patch, (image_size / patch_size)^2; its
+        tokenizer must give exactly that many tokens, or the first forward pass fails."""
+        size = self.data.image_size
+        for name, cfg in self.models.items():
+            if not isinstance(cfg, ViTModelConfig):
+                continue
+            p = cfg.arch.patch_size
+            key = f"models.{name}.arch.patch_size = {p}"
+            if size % p:
+                raise ValueError(f"{key}: does not divide data.image_size = {size}; the ViT cuts "
+                                 "the image into (image_size / patch_size)^2 patches")
+            if cfg.arch.tokenizer == "conv" and (p < 2 or p & (p - 1)):
+                raise ValueError(f"{key}: tokenizer 'conv' halves the image once per conv layer, "
+                                 "log2(patch_size) layers (at least one), so it gives the "
+                                 f"(image_size / patch_size)^2 = {(size // p) ** 2} tokens the "
+                                 "position embedding has only when patch_size is a power of two "
+                                 ">= 2; use one, or tokenizer 'patch'")
+        return self
 
     def model(self, name: str) -> CNNModelConfig | ViTModelConfig:
         """The config of model ``name``, or a ParamsError listing the known names."""
@@ -239,6 +269,8 @@ def _format_errors(err: ValidationError, source: str) -> str:
                          "(allowed: cnn, vit)")
         elif e["type"] == "union_tag_not_found":
             lines.append(f"  {key}.kind: required (allowed: cnn, vit)")
+        elif e["type"] == "value_error" and not e["loc"]:  # a check across sections names its keys
+            lines.append(f"  {_clip(str(e['ctx']['error']), 300)}")
         else:
             val = e.get("input")
             shown = "" if isinstance(val, dict) else f" = {_show(val)}"

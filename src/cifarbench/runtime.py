@@ -22,6 +22,9 @@ import torch
 
 from cifarbench.errors import UserError
 
+# The name of each compute dtype in params.yaml (``precision``), metrics files and cache folders.
+DTYPE_NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+
 
 @dataclass(frozen=True)
 class Runtime:
@@ -30,7 +33,7 @@ class Runtime:
 
     @property
     def dtype_name(self) -> str:
-        return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.amp_dtype]
+        return DTYPE_NAMES[torch.float32 if self.amp_dtype is None else self.amp_dtype]
 
     @property
     def needs_grad_scaler(self) -> bool:
@@ -73,7 +76,8 @@ def resolve_runtime(device: str = "auto", precision: str = "auto", threads: int 
         else:
             amp = torch.bfloat16 if cpu_has_native_bf16() else None
     else:
-        amp = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+        dtype = next(dt for dt, name in DTYPE_NAMES.items() if name == precision)
+        amp = None if dtype is torch.float32 else dtype
         if amp is torch.float16 and dev.type == "cpu":
             raise UserError("params.yaml: precision = 'fp16' is not supported on CPU "
                                "(allowed there: auto, fp32, bf16)")

@@ -33,7 +33,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from cifarbench import augment
 from cifarbench.config import ModelConfig, TrainConfig
 from cifarbench.errors import UserError
-from cifarbench.models import init_from_data, late_frozen_params
+from cifarbench.models import has_conv, init_from_data, late_frozen_params
 from cifarbench.profiling.memory import host_peak_rss_mb
 from cifarbench.runtime import Runtime, isolate_compile_cache
 
@@ -400,8 +400,7 @@ def evaluate(model: nn.Module, data: DeviceData, rt: Runtime, *, tta: str = "non
 
 def memory_format(model: nn.Module) -> torch.memory_format:
     """channels_last for models with convolutions (cuDNN/oneDNN NHWC kernels), else NCHW."""
-    return torch.channels_last if any(isinstance(m, nn.Conv2d) for m in model.modules()) \
-        else torch.contiguous_format
+    return torch.channels_last if has_conv(model) else torch.contiguous_format
 
 
 def peak_memory_mb(device: torch.device) -> tuple[float, str]:

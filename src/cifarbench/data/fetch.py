@@ -73,20 +73,19 @@ class Digests:
 
 def fetch_source(source: str, out_dir: str | Path, *, sha256: str | None = None,
                  md5: str | None = None, timeout_s: float = 30.0, retries: int = 3,
-                 backoff_s: float = 1.0, limits: Limits | None = None,
-                 log: TextIO | None = None) -> dict:
+                 backoff_s: float = 1.0, limits: Limits, log: TextIO | None = None) -> dict:
     """Fetch ``source`` into ``out_dir`` (verified) and return the ``source.json`` record.
 
     The fetched entry is ``out_dir/<archive name>`` or ``out_dir/<dir name>/``; the record is
     ``{"source", "kind": "archive"|"directory", "name", "sha256", "md5", "verified"}`` where
-    ``verified`` names the checksum that matched (null when none was known). ``limits``
-    defaults to the ``data.*`` caps' defaults.
+    ``verified`` names the checksum that matched (null when none was known). ``limits`` are
+    the ``data.*`` caps (:meth:`Limits.from_config`).
     """
     out_dir = Path(out_dir)
     created = not out_dir.exists()
     try:
         return _fetch(source, out_dir, sha256=sha256, md5=md5, timeout_s=timeout_s,
-                      retries=retries, backoff_s=backoff_s, limits=limits or Limits.from_config(),
+                      retries=retries, backoff_s=backoff_s, limits=limits,
                       log=log or sys.stderr)
     except BaseException:
         # leave no trace of a failed fetch: not even the empty folder the writes created
@@ -192,7 +191,7 @@ def verify(label: str, digests: Digests, checks: list[Checksum]) -> None:
                 "on purpose")
 
 
-def inspect_source(path: Path, *, label: str, limits: Limits | None = None) -> None:
+def inspect_source(path: Path, *, label: str, limits: Limits) -> None:
     """Fail now, not in prepare, on a corrupt, unsafe, oversized or unrecognisable source."""
     try:
         with open_source(path, limits) as src:
@@ -281,8 +280,7 @@ def _check_source_size(size: int, label: str, limits: Limits) -> None:
 
 
 def download_url(url: str, dest: Path, *, name: str, timeout_s: float = 30.0, retries: int = 3,
-                 backoff_s: float = 1.0, limits: Limits | None = None,
-                 log: TextIO | None = None) -> Digests:
+                 backoff_s: float = 1.0, limits: Limits, log: TextIO | None = None) -> Digests:
     """Download ``url`` to ``dest`` with retries; return the size and digests of what arrived.
 
     ``timeout_s`` bounds each network read; the rate must reach ``limits.min_rate`` over every
@@ -293,7 +291,6 @@ def download_url(url: str, dest: Path, *, name: str, timeout_s: float = 30.0, re
     bytes.
     """
     log = log or sys.stderr
-    limits = limits or Limits.from_config()
     start = time.monotonic()
     deadline = start + limits.deadline_s
     reached, last, attempts, out_of_time = False, "", 0, False

@@ -27,10 +27,11 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import Annotated, TextIO
 
 import numpy as np
 from PIL import Image, ImageOps
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from tqdm import tqdm
 
 from cifarbench.data.sources import (
@@ -48,9 +49,10 @@ from cifarbench.data.sources import (
     size_text,
 )
 from cifarbench.errors import UserError
-from cifarbench.io import atomic_dir, atomic_path, write_json
+from cifarbench.io import atomic_dir, atomic_path, read_json, write_json
 
 SOURCE_RECORD = "source.json"  # written by the download stage beside the fetched entry
+META_FILE, TRAIN_FILE, TEST_FILE = "meta.json", "train.npz", "test.npz"  # in data/prepared
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
                    "truck")
 CIFAR10_PER_CLASS = {"train": 5000, "test": 1000}  # images per class in each split
@@ -92,14 +94,31 @@ class PreparedData:
                 "test_class_counts": self.class_counts(self.test_y)}
 
 
-def prepare_dataset(raw_dir: str | Path, *, image_size: int = 32, train_size: int | None = None,
-                    test_size: int | None = None, seed: int = 0, limits: Limits | None = None,
-                    log: TextIO | None = None) -> PreparedData:
-    """Read what the download stage fetched into ``raw_dir`` and build both splits.
+class DataMeta(BaseModel):
+    """The keys of ``meta.json`` that training and profiling read, checked (others ignored)."""
 
-    ``limits`` defaults to the ``data.*`` caps' defaults."""
+    model_config = ConfigDict(frozen=True, strict=True)
+
+    num_classes: Annotated[int, Field(ge=1)]
+    image_size: Annotated[int, Field(ge=1)]  # pixels, square
+    classes: Annotated[list[str], Field(min_length=1)]  # label i is classes[i]
+    mean: Annotated[list[float], Field(min_length=3, max_length=3)]  # per channel, 0-1 scale
+    std: Annotated[list[Annotated[float, Field(gt=0)]], Field(min_length=3, max_length=3)]
+
+    @model_validator(mode="after")
+    def _one_name_per_class(self) -> DataMeta:
+        if len(self.classes) != self.num_classes:
+            raise ValueError(f"num_classes = {self.num_classes} but classes has "
+                             f"{len(self.classes)} names")
+        return self
+
+
+def prepare_dataset(raw_dir: str | Path, *, image_size: int = 32, train_size: int | None = None,
+                    test_size: int | None = None, seed: int = 0, limits: Limits,
+                    log: TextIO | None = None) -> PreparedData:
+    """Read what the download stage fetched into ``raw_dir`` and build both splits within the
+    ``data.*`` caps of ``limits``."""
     log = log or sys.stderr
-    limits = limits or Limits.from_config()
     start = time.perf_counter()
     raw_dir = Path(raw_dir)
     record = read_source_record(raw_dir)
@@ -171,10 +190,56 @@ def save_prepared(data: PreparedData, out_dir: str | Path, metrics_path: str | P
     """
     Path(metrics_path).unlink(missing_ok=True)
     with atomic_dir(out_dir) as tmp:
-        save_split(tmp / "train.npz", data.train_x, data.train_y)
-        save_split(tmp / "test.npz", data.test_x, data.test_y)
-        write_json(tmp / "meta.json", data.meta())
+        save_split(tmp / TRAIN_FILE, data.train_x, data.train_y)
+        save_split(tmp / TEST_FILE, data.test_x, data.test_y)
+        write_json(tmp / META_FILE, data.meta())
     write_json(metrics_path, data.metrics())
+
+
+def read_meta(path: str | Path) -> DataMeta:
+    """Prepare's ``meta.json``, checked before any model is built; a UserError names the key."""
+    try:
+        raw = read_json(path)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{path}: cannot read dataset metadata ({exc}); run the prepare stage") \
+            from None
+    if not isinstance(raw, dict):
+        raise UserError(f"{path}: expected a JSON object, got {type(raw).__name__}; run the "
+                        "prepare stage")
+    try:
+        return DataMeta.model_validate(raw)
+    except ValidationError as err:
+        problems = []
+        for e in err.errors():
+            key = ".".join(str(part) for part in e["loc"])
+            if e["type"] == "missing":
+                problems.append(f"{key} is missing")
+            elif not key:  # _one_name_per_class: its message names the keys
+                problems.append(str(e.get("ctx", {}).get("error", e["msg"])))
+            else:
+                problems.append(f"{key} = {e['input']!r}: {e['msg']}")
+        raise UserError(f"{path}: {'; '.join(problems)}; run the prepare stage") from None
+
+
+def load_prepared(folder: str | Path
+                  ) -> tuple[DataMeta, tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """The prepare stage's folder: its ``meta.json`` and both splits (see :func:`load_split`),
+    checked to agree with each other (image size, label range)."""
+    folder = Path(folder)
+    meta = read_meta(folder / META_FILE)
+    size = meta.image_size
+    splits = []
+    for name in (TRAIN_FILE, TEST_FILE):
+        x, y = load_split(folder / name)
+        if x.shape[1:3] != (size, size):
+            raise UserError(f"{folder / name}: images are {x.shape[2]}x{x.shape[1]} but "
+                            f"{folder / META_FILE} says image_size = {size}; run the prepare stage")
+        if len(y) and (y.min() < 0 or y.max() >= meta.num_classes):
+            raise UserError(f"{folder / name}: labels {y.min()}..{y.max()} but "
+                            f"{folder / META_FILE} has {meta.num_classes} classes; run the "
+                            "prepare stage")
+        splits.append((x, y))
+    return meta, splits[0], splits[1]
 
 
 def read_source_record(raw_dir: Path) -> dict:
@@ -360,14 +425,12 @@ def _read_imagefolder(src: Source, layout: ImageFolderLayout, sizes: dict[str, i
     return {split: (x[split], labels[split]) for split in items}
 
 
-def decode_image(data: bytes, size: int, *, label: str = "image",
-                 max_pixels: int | None = None) -> np.ndarray:
+def decode_image(data: bytes, size: int, *, label: str = "image", max_pixels: int) -> np.ndarray:
     """Encoded image bytes -> (size, size, 3) uint8 RGB; a UserError naming ``label`` if bad.
 
-    An image that declares more than ``max_pixels`` (default: ``data.max_image_mpx``'s) is
+    An image that declares more than ``max_pixels`` (``data.max_image_mpx``, in pixels) is
     refused before it is decoded; this check replaces PIL's decompression-bomb warning.
     """
-    max_pixels = max_pixels or Limits.from_config().image_pixels
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)

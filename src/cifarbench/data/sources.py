@@ -91,9 +91,8 @@ class Limits:
     deadline_s: float  # data.download_deadline_s
 
     @classmethod
-    def from_config(cls, data: DataConfig | None = None) -> Limits:
-        """The caps of ``data`` (the schema's defaults when None)."""
-        data = data or DataConfig()
+    def from_config(cls, data: DataConfig) -> Limits:
+        """The caps of ``data`` (params.yaml's ``data`` section)."""
         return cls(source_bytes=int(data.max_source_gib * GiB),
                    unpacked_bytes=int(data.max_unpacked_gib * GiB),
                    member_bytes=int(data.max_member_mib * MiB), members=data.max_members,
@@ -591,15 +590,14 @@ def _zip_entry_count(path: Path) -> int | None:
         return None
 
 
-def open_source(path: str | Path, limits: Limits | None = None) -> Source:
+def open_source(path: str | Path, limits: Limits) -> Source:
     """Open a directory, zip or (optionally compressed) tar archive for reading in place.
 
     The archive is recognised by its content, not its name. Listing it checks every member's
-    path (see the module docstring) and the caps of ``limits`` (the ``data.*`` defaults when
-    None) and, for tars, that the archive is complete.
+    path (see the module docstring) and the caps of ``limits`` and, for tars, that the archive
+    is complete.
     """
     path = Path(path)
-    limits = limits or Limits.from_config()
     if path.is_dir():
         return _DirSource(path, limits)
     try:

@@ -60,5 +60,11 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-__all__ = ["BUILDERS", "CNN", "ViT", "build_model", "count_params", "init_from_data",
+def has_conv(model: nn.Module) -> bool:
+    """Does ``model`` have 2-D convolutions? Then channels_last (NHWC) is its fast layout:
+    cuDNN and oneDNN have NHWC kernels (the CNN, and the ViT with the conv tokenizer)."""
+    return any(isinstance(m, nn.Conv2d) for m in model.modules())
+
+
+__all__ = ["BUILDERS", "CNN", "ViT", "build_model", "count_params", "has_conv", "init_from_data",
            "late_frozen_params"]

@@ -40,9 +40,10 @@ class ConvGroup(nn.Module):
 
 
 class CNN(nn.Module):
-    def __init__(self, *, num_classes: int, widths: list[int] | tuple[int, int, int] = (64, 256, 256),
-                 whiten_width: int = 24, bn_momentum: float = 0.4, bn_eps: float = 1e-12,
-                 logit_scale: float = 1 / 9) -> None:
+    """Sizes and constants come from ``models.<name>.arch`` in params.yaml (see its comments)."""
+
+    def __init__(self, *, num_classes: int, widths: list[int] | tuple[int, int, int],
+                 whiten_width: int, bn_momentum: float, bn_eps: float, logit_scale: float) -> None:
         super().__init__()
         w1, w2, w3 = widths
         # 2x2 patches of 3 channels have 12 dimensions; whiten_width filters cover them (and

@@ -2,18 +2,23 @@
 
 Patches are cut with einops and embedded by a linear layer; pre-norm blocks use
 ``scaled_dot_product_attention`` (flash / memory-efficient kernels where the device has them).
-Following "Better plain ViT baselines" (Beyer et al. 2022), the defaults use fixed 2-D sin-cos
-position embeddings and global average pooling, which train faster from scratch than a learned
-embedding and a class token; both of those remain options. Patch 4 on 32x32 gives 64 tokens.
+Following "Better plain ViT baselines" (Beyer et al. 2022), params.yaml's recipe uses fixed 2-D
+sin-cos position embeddings and global average pooling, which train faster from scratch than a
+learned embedding and a class token; both of those remain options. Patch 4 on 32x32 gives 64
+tokens.
 """
 
 from __future__ import annotations
+
+from typing import get_args
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from einops.layers.torch import Rearrange
 from torch import nn
+
+from cifarbench.config import Pool, PosEmbed, Tokenizer
 
 
 def sincos_2d(grid: int, dim: int, temperature: float = 10_000.0) -> torch.Tensor:
@@ -64,17 +69,17 @@ class Block(nn.Module):
     """Pre-norm transformer block: (B, T, D) -> (B, T, D)."""
 
     def __init__(self, *, dim: int, heads: int, mlp_ratio: float, dropout: float,
-                 drop_path: float) -> None:
+                 drop_prob: float) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim)
         self.attn = Attention(dim=dim, heads=heads, dropout=dropout)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = MLP(dim=dim, hidden=int(dim * mlp_ratio), dropout=dropout)
-        self.drop_path = drop_path
+        self.drop_prob = drop_prob  # stochastic depth: chance of skipping each residual branch
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + drop_path(self.attn(self.norm1(x)), self.drop_path, self.training)
-        x = x + drop_path(self.mlp(self.norm2(x)), self.drop_path, self.training)
+        x = x + drop_path(self.attn(self.norm1(x)), self.drop_prob, self.training)
+        x = x + drop_path(self.mlp(self.norm2(x)), self.drop_prob, self.training)
         return x
 
 
@@ -85,7 +90,10 @@ class ConvTokenizer(nn.Module):
 
     def __init__(self, *, patch_size: int, dim: int) -> None:
         super().__init__()
-        n = max(patch_size.bit_length() - 1, 1)
+        if patch_size < 2 or patch_size & (patch_size - 1):
+            raise ValueError(f"the conv tokenizer halves the image log2(patch_size) times: "
+                             f"patch_size must be a power of two >= 2, got {patch_size}")
+        n = patch_size.bit_length() - 1
         widths = [3] + [dim // 2 ** (n - 1 - i) for i in range(n)]  # ..., dim/2, dim
         layers: list[nn.Module] = []
         for c_in, c_out in zip(widths[:-1], widths[1:], strict=True):
@@ -98,11 +106,17 @@ class ConvTokenizer(nn.Module):
 
 
 class ViT(nn.Module):
-    def __init__(self, *, num_classes: int, image_size: int = 32, patch_size: int = 4,
-                 dim: int = 256, depth: int = 6, heads: int = 4, mlp_ratio: float = 2.0,
-                 pool: str = "mean", pos_embed: str = "sincos", tokenizer: str = "patch",
-                 dropout: float = 0.0, drop_path: float = 0.0) -> None:
+    """Sizes and options come from ``models.<name>.arch`` in params.yaml (see its comments);
+    ``drop_path`` is the stochastic-depth rate of the last block (0 at the first)."""
+
+    def __init__(self, *, num_classes: int, image_size: int, patch_size: int, dim: int,
+                 depth: int, heads: int, mlp_ratio: float, pool: Pool, pos_embed: PosEmbed,
+                 tokenizer: Tokenizer, dropout: float, drop_path: float) -> None:
         super().__init__()
+        for name, value, allowed in (("pool", pool, Pool), ("pos_embed", pos_embed, PosEmbed),
+                                     ("tokenizer", tokenizer, Tokenizer)):
+            if value not in get_args(allowed):
+                raise ValueError(f"{name} must be one of {get_args(allowed)}, got {value!r}")
         if image_size % patch_size:
             raise ValueError(f"image_size {image_size} is not divisible by patch_size {patch_size}")
         if pos_embed == "sincos" and dim % 4:
@@ -111,18 +125,18 @@ class ViT(nn.Module):
         patch_dim = 3 * patch_size * patch_size
         if tokenizer == "conv":
             self.patch_embed: nn.Module = ConvTokenizer(patch_size=patch_size, dim=dim)
-        else:
+        elif tokenizer == "patch":
             self.patch_embed = nn.Sequential(
                 Rearrange("b c (h p1) (w p2) -> b (h w) (p1 p2 c)", p1=patch_size, p2=patch_size),
                 nn.Linear(patch_dim, dim))
         if pos_embed == "sincos":
             self.register_buffer("pos", sincos_2d(grid, dim)[None], persistent=False)
-        else:
+        elif pos_embed == "learned":
             self.pos = nn.Parameter(torch.randn(1, grid * grid, dim) * 0.02)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim)) if pool == "cls" else None
         self.blocks = nn.Sequential(*[
             Block(dim=dim, heads=heads, mlp_ratio=mlp_ratio, dropout=dropout,
-                  drop_path=drop_path * i / max(depth - 1, 1))
+                  drop_prob=drop_path * i / max(depth - 1, 1))
             for i in range(depth)
         ])
         self.norm = nn.LayerNorm(dim)

@@ -20,9 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from cifarbench.config import ProfileConfig
-from cifarbench.runtime import Runtime, tf32
-
-DTYPE_NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+from cifarbench.models import has_conv
+from cifarbench.runtime import DTYPE_NAMES, Runtime, tf32
 
 
 class AutocastInactiveError(RuntimeError):
@@ -64,10 +63,6 @@ class Variant:
         if self.amp_dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(device_type=device_type, dtype=self.amp_dtype)
-
-
-def has_conv(model: nn.Module) -> bool:
-    return any(isinstance(m, nn.Conv2d) for m in model.modules())
 
 
 def autocast_dtype(runtime: Runtime) -> torch.dtype:
