@@ -423,7 +423,7 @@ def _attention_kernels(device: torch.device) -> contextlib.AbstractContextManage
 
 
 def compile_checked(model: nn.Module, data: DeviceData, model_cfg: ModelConfig, rt: Runtime,
-                    *, log: TextIO = sys.stderr) -> tuple[Callable[[torch.Tensor], torch.Tensor],
+                    *, name: str = "model", log: TextIO = sys.stderr) -> tuple[Callable[[torch.Tensor], torch.Tensor],
                                                          CompileInfo]:
     """``torch.compile(model)``, checked on one training step against eager.
 
@@ -440,8 +440,8 @@ def compile_checked(model: nn.Module, data: DeviceData, model_cfg: ModelConfig, 
 
     def loss_and_grads(fn: Callable[[torch.Tensor], torch.Tensor]) -> tuple[float, torch.Tensor]:
         model.zero_grad(set_to_none=True)
-        with rt.autocast(), _attention_kernels(rt.device):
-            loss = F.cross_entropy(fn(x).float(), t)
+        run.step_model = fn  # the training step's own forward, through eager or compiled
+        loss = run.forward(x, t)
         loss.backward()
         grads = [p.grad.flatten().float() for p in model.parameters() if p.grad is not None]
         return float(loss.detach()), torch.cat(grads)
@@ -472,7 +472,7 @@ def compile_checked(model: nn.Module, data: DeviceData, model_cfg: ModelConfig, 
     model.zero_grad(set_to_none=True)
     model.load_state_dict(state)
     if info.mode == "fallback":
-        print(f"warning: models.{model_cfg.kind}: torch.compile not used, training eager: "
+        print(f"warning: models.{name}: torch.compile not used, training eager: "
               f"{info.reason}", file=log)
         return model, info
     return compiled, info
@@ -498,7 +498,7 @@ def train_runs(build: Callable[[], nn.Module], data: DeviceData, model_cfg: Mode
 
     model = build()
     model = model.to(rt.device).to(memory_format=memory_format(model))
-    step_model, info = compile_checked(model, data, model_cfg, rt, log=log)
+    step_model, info = compile_checked(model, data, model_cfg, rt, name=name, log=log)
     t0 = time.perf_counter()
     if cfg.warmup_steps > 0:
         model.load_state_dict(fresh(seed))
