@@ -20,6 +20,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--raw", type=Path, required=True, help="download output (data/raw)")
     p.add_argument("--out", type=Path, required=True, help="output folder (data/prepared)")
     p.add_argument("--metrics", type=Path, required=True, help="output: metrics/data.json")
+    p.add_argument("--details", type=Path, required=True,
+                   help="output: metrics/details/data.json (label, class counts)")
     return p.parse_args(argv)
 
 
@@ -29,7 +31,7 @@ def main(argv: list[str] | None = None) -> None:
     data = prepare_dataset(args.raw, image_size=params.data.image_size,
                            train_size=params.data.train_size, test_size=params.data.test_size,
                            seed=params.seed, limits=Limits.from_config(params.data))
-    save_prepared(data, args.out, args.metrics)
+    save_prepared(data, args.out, args.metrics, args.details)
 
 
 if __name__ == "__main__":

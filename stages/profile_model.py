@@ -11,14 +11,11 @@ import torch
 from cifarbench.cli import UserError, run_stage
 from cifarbench.config import load_params
 from cifarbench.data import read_meta
-from cifarbench.io import write_csv, write_json
+from cifarbench.io import write_csv
 from cifarbench.models import build_model
 from cifarbench.profiling.profiler import ProfileError, profile_model
 from cifarbench.runtime import resolve_runtime
-
-THROUGHPUT_COLUMNS = ["batch_size", "throughput_img_s", "step_ms_median", "step_ms_iqr",
-                      "peak_memory_mb"]
-LATENCY_COLUMNS = ["run", "latency_ms"]
+from cifarbench.schema import LatencyRow, ThroughputRow, columns, write_record
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -27,7 +24,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--model", required=True, help="a key of models: in params.yaml")
     p.add_argument("--meta", required=True, type=Path, help="data/prepared/meta.json")
     p.add_argument("--weights", required=True, type=Path, help="state_dict saved by train")
-    p.add_argument("--metrics", required=True, type=Path)
+    p.add_argument("--metrics", required=True, type=Path, help="output: headline metrics JSON")
+    p.add_argument("--details", required=True, type=Path, help="output: details JSON")
     p.add_argument("--throughput", required=True, type=Path)
     p.add_argument("--latency", required=True, type=Path)
     return p.parse_args(argv)
@@ -60,9 +58,11 @@ def main(argv: list[str] | None = None) -> None:
     except ProfileError as exc:
         raise UserError(f"profile@{args.model}: {exc}; lower profile.batch_sizes") from None
 
-    write_json(args.metrics, result.metrics())
-    write_csv(args.throughput, result.throughput_rows(), THROUGHPUT_COLUMNS)
-    write_csv(args.latency, result.latency_rows(), LATENCY_COLUMNS)
+    headline, details = result.metrics()
+    write_csv(args.throughput, result.throughput_rows(), columns(ThroughputRow))
+    write_csv(args.latency, result.latency_rows(), columns(LatencyRow))
+    write_record(args.details, details)
+    write_record(args.metrics, headline)
 
 
 if __name__ == "__main__":

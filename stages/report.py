@@ -19,9 +19,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--params", type=Path, required=True)
     p.add_argument("--data-metrics", type=Path, required=True, help="metrics/data.json")
-    p.add_argument("--train-metrics", type=Path, required=True, help="directory of <model>.json")
+    p.add_argument("--data-details", type=Path, required=True, help="metrics/details/data.json")
+    p.add_argument("--train-live", type=Path, required=True,
+                   help="directory of <model>/ DVCLive folders (metrics.json, plots/)")
+    p.add_argument("--train-details", type=Path, required=True, help="directory of <model>.json")
     p.add_argument("--profile-metrics", type=Path, required=True, help="directory of <model>.json")
-    p.add_argument("--curves", type=Path, required=True, help="directory of <model>.csv")
+    p.add_argument("--profile-details", type=Path, required=True,
+                   help="directory of <model>.json")
     p.add_argument("--confusion", type=Path, required=True, help="directory of <model>.csv")
     p.add_argument("--throughput", type=Path, required=True, help="directory of <model>.csv")
     p.add_argument("--latency", type=Path, required=True, help="directory of <model>.csv")
@@ -35,8 +39,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     params = load_params(args.params)
     inputs = load_inputs(list(params.models), ReportPaths(
-        data_metrics=args.data_metrics, train_metrics=args.train_metrics,
-        profile_metrics=args.profile_metrics, curves=args.curves, confusion=args.confusion,
+        data_metrics=args.data_metrics, data_details=args.data_details, train_live=args.train_live,
+        train_details=args.train_details, profile_metrics=args.profile_metrics,
+        profile_details=args.profile_details, confusion=args.confusion,
         throughput=args.throughput, latency=args.latency))
     report = make_report(inputs, params)
     written = write_report(report, figures_dir=args.figures, report_path=args.report,

@@ -20,6 +20,9 @@ import yaml
 from PIL import Image
 from project_params import raw_params
 
+from cifarbench.schema import (ProfileDetails, ProfileMetrics, TrainDetails, TrainMetrics,
+                               read_record)
+
 ROOT = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.slow
@@ -99,17 +102,25 @@ def repo(tmp_path_factory) -> Path:
 
 def test_repro_writes_every_metric(repo: Path) -> None:
     for model in ("cnn", "vit"):
-        train = json.loads((repo / f"metrics/train/{model}.json").read_text())
-        prof = json.loads((repo / f"metrics/profile/{model}.json").read_text())
-        assert 0.0 <= train["test_accuracy"] <= 1.0
-        assert train["train_time_s"] > 0 and train["epochs"] == 1 and train["params"] > 0
-        assert train["peak_memory_mb"] > 0 and train["peak_memory_kind"] == "host_peak_rss"
-        assert train["device"] == "cpu" and train["torch_version"]
-        assert prof["throughput_img_s"] > 0 and prof["flops_per_image"] > 0
-        lat = prof["latency_ms"]
-        assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"]
-        curves = (repo / f"plots/curves/{model}.csv").read_text().splitlines()
-        assert curves[0] == "epoch,train_loss,test_accuracy,elapsed_s" and len(curves) == 2
+        live = repo / "metrics/train" / model
+        train = read_record(live / "metrics.json", TrainMetrics)  # the headline replaced DVCLive's
+        details = read_record(repo / f"metrics/details/train/{model}.json", TrainDetails)
+        prof = read_record(repo / f"metrics/profile/{model}.json", ProfileMetrics)
+        prof_details = read_record(repo / f"metrics/details/profile/{model}.json", ProfileDetails)
+        assert train.train_time_s > 0 and details.epochs == 1 and details.params > 0
+        assert details.per_run[0].test_accuracy == train.test_accuracy
+        assert details.peak_memory_mb > 0 and details.peak_memory_kind == "host_peak_rss"
+        assert details.environment.device == "cpu" and details.environment.torch_version
+        assert prof.throughput_img_s > 0 and prof.flops_per_image > 0
+        assert prof.params == details.params
+        lat = prof_details.latency_ms
+        assert 0 < lat.p50 <= lat.p90 <= lat.p99 and lat.p50 == prof.latency_ms_p50
+        # DVCLive's per-epoch logs (1 epoch, evaluated) and the evaluated curves
+        for name in ("train_loss", "lr", "train_img_s", "test_accuracy"):
+            rows = (live / f"plots/metrics/{name}.tsv").read_text().splitlines()
+            assert rows[0].split("\t") == ["step", name] and len(rows) == 2, rows
+        curves = json.loads((live / "plots/custom/curves.json").read_text())
+        assert [c["epoch"] for c in curves] == [1.0]
         confusion = (repo / f"plots/confusion/{model}.csv").read_text().splitlines()
         assert confusion[0] == "actual,predicted" and len(confusion) == 1 + 3 * 6
     report = json.loads((repo / "metrics/report.json").read_text())
@@ -121,16 +132,28 @@ def test_repro_writes_every_metric(repo: Path) -> None:
     for text in (summary, (repo / "metrics/report.json").read_text()):
         assert "cifar" not in text.lower()
     for png in ("performance_comparison", "memory_comparison", "efficiency_metrics",
-                "timing_breakdown"):
+                "timing_breakdown", "training_curves"):
         assert (repo / f"plots/figures/{png}.png").stat().st_size > 10_000
 
 
-def test_metrics_show_lists_both_models(repo: Path) -> None:
-    out = _dvc("metrics", "show", "--json", cwd=repo)
-    shown = json.loads(out)
+def test_metrics_show_lists_the_headline_only(repo: Path) -> None:
+    shown = json.loads(_dvc("metrics", "show", "--json", cwd=repo))
     files = next(iter(shown.values()))["data"]
-    assert {"metrics/train/cnn.json", "metrics/train/vit.json",
-            "metrics/profile/cnn.json", "metrics/profile/vit.json"} <= set(files)
+    assert set(files) == {"metrics/data.json", "metrics/train/cnn/metrics.json",
+                          "metrics/train/vit/metrics.json", "metrics/profile/cnn.json",
+                          "metrics/profile/vit.json"}, set(files)
+    columns = [k for f in files.values() for k in f["data"]]
+    assert len(columns) <= 30, columns
+    assert all(isinstance(v, (int, float)) or v is None
+               for f in files.values() for v in f["data"].values())
+
+
+def test_exp_show_fits_the_column_budget(repo: Path) -> None:
+    """The issue's goal: at most 30 metric columns in `dvc exp show`."""
+    rows = json.loads(_dvc("exp", "show", "--json", cwd=repo))
+    metric_files = rows[0]["data"]["metrics"]  # the workspace row
+    columns = {(f, k) for f, d in metric_files.items() for k in d["data"]}
+    assert 0 < len(columns) <= 30, sorted(columns)
 
 
 def test_second_repro_runs_nothing(repo: Path) -> None:
@@ -156,13 +179,13 @@ def test_bad_param_fails_fast_without_outputs(repo: Path, tmp_path: Path) -> Non
     params["models"]["vit"]["train"]["epochs"] = 0
     bad = tmp_path / "params.yaml"
     bad.write_text(yaml.safe_dump(params))
-    out_metrics = tmp_path / "m.json"
     proc = subprocess.run(
         [sys.executable, str(repo / "stages/train.py"), "--params", str(bad), "--model", "vit",
          "--data", str(repo / "data/prepared"), "--weights", str(tmp_path / "w.pt"),
-         "--metrics", str(out_metrics), "--curves", str(tmp_path / "c.csv"),
-         "--run-curves", str(tmp_path / "r.csv"), "--confusion", str(tmp_path / "x.csv")],
+         "--live", str(tmp_path / "live"), "--details", str(tmp_path / "d.json"),
+         "--confusion", str(tmp_path / "x.csv")],
         capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert "models.vit.train.epochs" in proc.stderr and "= 0" in proc.stderr
     assert not list(tmp_path.glob("*.json")) and not list(tmp_path.glob("*.pt"))
+    assert not (tmp_path / "live").exists()

@@ -1,6 +1,5 @@
 """The training loop on tiny data: schedules, loss decrease, determinism, divergence, metrics."""
 
-import io
 import math
 
 import numpy as np
@@ -66,7 +65,7 @@ def run(kind: str, rt: Runtime = CPU32, seed: int = 0, **train):
     data = tiny_data()
     torch.manual_seed(seed)
     model = build_model(c, num_classes=3, image_size=16)
-    return train_run(model, data, c, rt, seed=seed, name=kind, log=io.StringIO())
+    return train_run(model, data, c, rt, seed=seed, name=kind)
 
 
 def test_lr_schedules() -> None:
@@ -119,7 +118,7 @@ def test_ema_weights_are_shipped() -> None:
     data = tiny_data()
     torch.manual_seed(0)
     model = build_model(c, num_classes=3, image_size=16)
-    r = train_run(model, data, c, CPU32, seed=0, name="cnn", log=io.StringIO())
+    r = train_run(model, data, c, CPU32, seed=0, name="cnn")
     acc, loss, _ = evaluate(model, data, CPU32, tta="flip")
     assert acc == r.test_accuracy and loss == pytest.approx(r.test_loss)
 
@@ -142,7 +141,7 @@ def test_runs_summary_and_tables() -> None:
     c = cfg("cnn", epochs=1, runs=2)
     data = tiny_data()
     training = train_runs(lambda: build_model(c, num_classes=3, image_size=16), data, c, CPU32,
-                          seed=5, name="cnn", log=io.StringIO())
+                          seed=5, name="cnn")
     runs, state = training.runs, training.weights
     assert [r.seed for r in runs] == [5, 6]
     assert all(v.device.type == "cpu" for v in state.values())

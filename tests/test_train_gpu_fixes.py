@@ -41,7 +41,7 @@ def test_warmup_is_excluded_from_the_timed_runs() -> None:
     c = cfg("vit", epochs=1, runs=2, warmup_steps=2)
     data = tiny_data()
     training = train_runs(lambda: SlowFirstCall(build_model(c, num_classes=3, image_size=16), 3.0),
-                          data, c, CPU32, seed=0, name="vit", log=DEVNULL)
+                          data, c, CPU32, seed=0, name="vit")
     assert training.warmup_time_s >= 3.0
     assert all(r.train_time_s < 3.0 for r in training.runs), [r.train_time_s for r in training.runs]
 
@@ -69,7 +69,7 @@ def test_time_to_target_uses_the_tta_accuracy(monkeypatch: pytest.MonkeyPatch) -
     c = cfg("cnn", epochs=2, target_accuracy=0.94, tta="flip_translate")
     torch.manual_seed(0)
     r = train_run(build_model(c, num_classes=3, image_size=16), tiny_data(), c, CPU32, seed=0,
-                  name="cnn", log=DEVNULL)
+                  name="cnn")
     assert r.time_to_target_s is not None and r.time_to_target_s == r.curves[0]["elapsed_s"]
     assert r.curves[0]["test_accuracy"] == 0.95
 
@@ -97,7 +97,7 @@ def test_stochastic_depth_follows_the_run_seed() -> None:
         model = build_model(c, num_classes=3, image_size=16)
         torch.manual_seed(noise)  # whatever ran before this run
         torch.rand(noise * 7)
-        r = train_run(model, tiny_data(), c, CPU32, seed=0, name="vit", log=DEVNULL)
+        r = train_run(model, tiny_data(), c, CPU32, seed=0, name="vit")
         losses.append(r.curves[0]["train_loss"])
     assert losses[0] == losses[1]
 

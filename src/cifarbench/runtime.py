@@ -143,6 +143,7 @@ def isolate_compile_cache(rt: Runtime) -> str:
 def environment(rt: Runtime) -> dict:
     """Flat description of where a measurement was taken (recorded in every metrics file)."""
     name = torch.cuda.get_device_name(rt.device) if rt.device.type == "cuda" else _cpu_model_name()
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     return {
         "device": rt.device.type,
         "device_name": name,
@@ -153,6 +154,8 @@ def environment(rt: Runtime) -> dict:
         "cpu_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
         "python_version": platform.python_version(),
+        "host_load_1m": load,
+        "oversubscribed": load is not None and load > (os.cpu_count() or 1) + 0.5,
     }
 
 

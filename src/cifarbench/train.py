@@ -21,7 +21,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import Any, Protocol, TextIO
 
 import numpy as np
 import torch
@@ -141,6 +141,41 @@ class TrainingResult:
     warmup_time_s: float  # untimed warm-up before run 0 (compile included)
     model: nn.Module  # the trained module (last run), on the training device
     step_model: Callable[[torch.Tensor], torch.Tensor]  # what ran the steps (compiled or not)
+
+
+# -------------------------------------------------------------------------------- progress
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    """What one training epoch reports, outside the timed region."""
+
+    run: int  # 0-based run index (seed = base seed + run)
+    epoch: float  # epochs trained so far in this run
+    train_loss: float  # mean over the epoch's steps
+    lr: float  # peak-group learning rate at the epoch's last step
+    img_s: float  # training images per second over the epoch
+    elapsed_s: float  # training seconds so far in this run
+    test_accuracy: float | None  # with TTA, when this epoch was evaluated
+
+
+class Progress(Protocol):
+    """Receives every epoch of every timed run (the warm-up reports nothing)."""
+
+    def epoch_end(self, record: EpochRecord) -> None: ...
+
+
+class PrintProgress:
+    """One stderr line per evaluation: the plain default (tests, notebooks)."""
+
+    def __init__(self, name: str, epochs: float, log: TextIO = sys.stderr) -> None:
+        self.name, self.epochs, self.log = name, epochs, log
+
+    def epoch_end(self, r: EpochRecord) -> None:
+        if r.test_accuracy is not None:
+            print(f"{self.name} run {r.run}: epoch {r.epoch:.2f}/{self.epochs:g} loss "
+                  f"{r.train_loss:.4f} test acc {r.test_accuracy:.4f} ({r.elapsed_s:.1f} s)",
+                  file=self.log)
 
 
 # -------------------------------------------------------------------------------- training
@@ -302,11 +337,13 @@ class Trainer:
 
 def train_run(model: nn.Module, data: DeviceData, model_cfg: ModelConfig, rt: Runtime, *,
               seed: int, name: str, step_model: Callable[[torch.Tensor], torch.Tensor] | None = None,
-              max_steps: int | None = None, log: TextIO = sys.stderr) -> RunResult:
+              max_steps: int | None = None, progress: Progress | None = None,
+              run_index: int = 0) -> RunResult:
     """Train ``model`` (already on ``rt.device``, freshly initialised) once and evaluate it.
 
     ``step_model`` (default ``model``) runs the training forward passes, e.g. a compiled form
-    of ``model``; ``max_steps`` stops early (the warm-up). Evaluation always runs eager."""
+    of ``model``; ``max_steps`` stops early (the warm-up). Evaluation always runs eager.
+    ``progress`` hears about every epoch, between timed regions."""
     cfg = model_cfg.train
     torch.manual_seed(seed)  # dropout and stochastic depth draw from the global RNG
     run = Trainer(model, model if step_model is None else step_model, data, model_cfg, rt, seed=seed)
@@ -330,14 +367,18 @@ def train_run(model: nn.Module, data: DeviceData, model_cfg: ModelConfig, rt: Ru
             run.optimizer_step(step)
             step += 1
         rt.synchronize()
-        train_time += time.perf_counter() - t_epoch
+        epoch_s = time.perf_counter() - t_epoch
+        train_time += epoch_s
         epoch += 1
         train_loss = float(loss_sum) / steps_this_epoch
         if not math.isfinite(train_loss):
             raise UserError(
                 f"models.{name}: training diverged (mean loss {train_loss} in epoch {epoch}) at "
                 f"learning rate models.{name}.train.lr = {cfg.lr}; lower it or add warm-up")
-        if max_steps is None and (epoch % cfg.eval_every == 0 or step >= total):
+        if max_steps is not None:
+            continue
+        acc = None
+        if epoch % cfg.eval_every == 0 or step >= total:
             # The accuracy the target is defined on: with the run's test-time augmentation.
             t_eval = time.perf_counter()
             acc, _, _ = evaluate(run.ema.module if run.ema else model, data, rt, tta=cfg.tta,
@@ -347,8 +388,12 @@ def train_run(model: nn.Module, data: DeviceData, model_cfg: ModelConfig, rt: Ru
                 time_to_target = train_time
             curves.append({"epoch": round(step / run.steps_per_epoch, 3), "train_loss": train_loss,
                            "test_accuracy": acc, "elapsed_s": train_time})
-            print(f"{name} seed {seed}: epoch {step / run.steps_per_epoch:.2f}/{cfg.epochs:g} "
-                  f"loss {train_loss:.4f} test acc {acc:.4f} ({train_time:.1f} s)", file=log)
+        if progress is not None:
+            progress.epoch_end(EpochRecord(
+                run=run_index, epoch=round(step / run.steps_per_epoch, 3), train_loss=train_loss,
+                lr=cfg.lr * lr_at(step - 1, run.total_steps, cfg),
+                img_s=steps_this_epoch * run.batch_size / max(epoch_s, 1e-9),
+                elapsed_s=train_time, test_accuracy=acc))
 
     final = run.final_model()
     t_eval = time.perf_counter()
@@ -486,7 +531,8 @@ COMPILE_TOLERANCE = {"fp32": 1e-2, "bf16": 0.25, "fp16": 0.1}
 
 
 def train_runs(build: Callable[[], nn.Module], data: DeviceData, model_cfg: ModelConfig,
-               rt: Runtime, *, seed: int, name: str, log: TextIO = sys.stderr) -> TrainingResult:
+               rt: Runtime, *, seed: int, name: str, progress: Progress | None = None,
+               log: TextIO = sys.stderr) -> TrainingResult:
     """``runs`` independent runs with seeds ``seed``, ``seed + 1``, ... on one module (compiled
     once, re-initialised per run), after an untimed warm-up of ``warmup_steps`` steps and one
     evaluation that pays for autotuning, lazy loading and allocator growth."""
@@ -504,7 +550,7 @@ def train_runs(build: Callable[[], nn.Module], data: DeviceData, model_cfg: Mode
         model.load_state_dict(fresh(seed))
         # a short run: its steps, then the final evaluation; the result is discarded
         train_run(model, data, model_cfg, rt, seed=seed, name=name, step_model=step_model,
-                  max_steps=cfg.warmup_steps, log=log)
+                  max_steps=cfg.warmup_steps)
     rt.synchronize()
     warmup_time = time.perf_counter() - t0
     graphs_before = _unique_graphs()
@@ -513,7 +559,7 @@ def train_runs(build: Callable[[], nn.Module], data: DeviceData, model_cfg: Mode
     for i in range(cfg.runs):
         model.load_state_dict(fresh(seed + i))
         results.append(train_run(model, data, model_cfg, rt, seed=seed + i, name=name,
-                                 step_model=step_model, log=log))
+                                 step_model=step_model, progress=progress, run_index=i))
         if i == 0:
             weights = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     info.recompiles = _unique_graphs() - graphs_before

@@ -50,6 +50,7 @@ from cifarbench.data.sources import (
 )
 from cifarbench.errors import UserError
 from cifarbench.io import atomic_dir, atomic_path, read_json, write_json
+from cifarbench.schema import DataDetails, DataMetrics, write_record
 
 SOURCE_RECORD = "source.json"  # written by the download stage beside the fetched entry
 META_FILE, TRAIN_FILE, TEST_FILE = "meta.json", "train.npz", "test.npz"  # in data/prepared
@@ -85,13 +86,16 @@ class PreparedData:
                 "layout": self.layout, "source": self.source, "label": self.label,
                 "train_images": len(self.train_y), "test_images": len(self.test_y)}
 
-    def metrics(self) -> dict:
-        """``metrics/data.json``."""
-        return {"label": self.label, "num_classes": len(self.classes),
-                "image_size": self.image_size, "train_images": len(self.train_y),
-                "test_images": len(self.test_y),
-                "train_class_counts": self.class_counts(self.train_y),
-                "test_class_counts": self.class_counts(self.test_y)}
+    def metrics(self) -> DataMetrics:
+        """``metrics/data.json`` (a DVC metric)."""
+        return DataMetrics(num_classes=len(self.classes), train_images=len(self.train_y),
+                           test_images=len(self.test_y))
+
+    def details(self) -> DataDetails:
+        """``metrics/details/data.json``."""
+        return DataDetails(label=self.label, image_size=self.image_size,
+                           train_class_counts=self.class_counts(self.train_y),
+                           test_class_counts=self.class_counts(self.test_y))
 
 
 class DataMeta(BaseModel):
@@ -179,9 +183,10 @@ def check_memory(images: int, image_size: int, limits: Limits) -> None:
             "the memory")
 
 
-def save_prepared(data: PreparedData, out_dir: str | Path, metrics_path: str | Path) -> None:
+def save_prepared(data: PreparedData, out_dir: str | Path, metrics_path: str | Path,
+                  details_path: str | Path) -> None:
     """Write ``train.npz``, ``test.npz`` and ``meta.json`` into ``out_dir`` as one unit, then
-    ``metrics_path``.
+    the details and, last, the metrics.
 
     The folder is filled under a temporary name and renamed into place, so a kill leaves the
     old folder or the new one, never new arrays beside an old meta.json. The old metrics file
@@ -193,7 +198,8 @@ def save_prepared(data: PreparedData, out_dir: str | Path, metrics_path: str | P
         save_split(tmp / TRAIN_FILE, data.train_x, data.train_y)
         save_split(tmp / TEST_FILE, data.test_x, data.test_y)
         write_json(tmp / META_FILE, data.meta())
-    write_json(metrics_path, data.metrics())
+    write_record(details_path, data.details())
+    write_record(metrics_path, data.metrics())
 
 
 def read_meta(path: str | Path) -> DataMeta:

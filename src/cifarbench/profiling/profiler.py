@@ -9,7 +9,6 @@ batch-1 latency and its peak memory become the model's headline numbers.
 from __future__ import annotations
 
 import math
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -19,6 +18,7 @@ from typing import Any, TextIO
 
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from cifarbench.config import ProfileConfig
 from cifarbench.models import count_params
@@ -34,6 +34,7 @@ from cifarbench.profiling.variants import (
     prepared,
 )
 from cifarbench.runtime import Runtime, environment
+from cifarbench.schema import Environment, LatencySummary, ProfileDetails, ProfileMetrics, VariantSummary
 
 # Relative L2 error of the logits against the fp32 eager reference that still counts as the
 # same model: fp32 (compiled or channels_last) only reorders sums; TF32 keeps a 10-bit
@@ -131,39 +132,33 @@ class ProfileResult:
     checkpoint_mb: float | None
     env: dict[str, Any]
 
-    def metrics(self) -> dict[str, Any]:
-        """``metrics/profile/NAME.json``: headline numbers, variants, environment."""
+    def metrics(self) -> tuple[ProfileMetrics, ProfileDetails]:
+        """The headline (``metrics/profile/NAME.json``) and the details (variants, environment)."""
         h = self.headline
         best = h.measured_sweep.best
         mems = [p.memory for p in h.measured_sweep.points]
         peak = max(mems, key=lambda m: m.peak_mb)
         failed = sorted({bs for r in self.variants if r.sweep for bs in r.sweep.failed})
-        return {
-            "model": self.model,
-            "throughput_img_s": best.throughput_img_s,
-            "throughput_batch_size": best.batch_size,
-            "latency_ms": latency_summary_ms(h.measured_latency.times_s),
-            "flops_per_image": self.flops_per_image,
-            "train_flops_per_image": self.train_flops_per_image,
-            "macs_per_image": self.flops_per_image / 2,
-            "params": self.params,
-            "param_memory_mb": self.param_memory_mb,
-            "checkpoint_mb": self.checkpoint_mb,
-            "peak_memory_mb": peak.peak_mb,
-            "peak_memory_kind": peak.kind,
-            "peak_memory_reserved_mb": peak.reserved_mb,
+        latency = LatencySummary(**latency_summary_ms(h.measured_latency.times_s))
+        headline = ProfileMetrics(
+            params=self.params, flops_per_image=self.flops_per_image,
+            train_flops_per_image=self.train_flops_per_image,
+            throughput_img_s=best.throughput_img_s, latency_ms_p50=latency.p50,
+            latency_ms_p99=latency.p99, peak_memory_mb=peak.peak_mb)
+        details = ProfileDetails(
+            model=self.model, throughput_batch_size=best.batch_size, latency_ms=latency,
+            macs_per_image=self.flops_per_image / 2, param_memory_mb=self.param_memory_mb,
+            checkpoint_mb=self.checkpoint_mb, peak_memory_kind=peak.kind,
+            peak_memory_reserved_mb=peak.reserved_mb,
             # host only: what the largest configuration added above the RSS it started from
-            "rss_increase_mb": max((m.rss_increase_mb for m in mems
-                                    if m.rss_increase_mb is not None), default=None),
-            "headline_variant": h.variant.name,
-            "failed_batch_sizes": failed,
-            "variants": {r.variant.name: r.summary() for r in self.variants},
-            **self.env,
-            # the headline's own precision, layout and compile mode, not the runtime default
-            "dtype": h.variant.dtype_name,
-            "layout": h.variant.layout,
-            "compile_mode": h.variant.compile_mode,
-        }
+            rss_increase_mb=max((m.rss_increase_mb for m in mems
+                                 if m.rss_increase_mb is not None), default=None),
+            headline_variant=h.variant.name, layout=h.variant.layout,
+            compile_mode=h.variant.compile_mode, failed_batch_sizes=failed,
+            variants={r.variant.name: VariantSummary(**r.summary()) for r in self.variants},
+            # the headline's own precision, not the runtime default
+            environment=Environment(**{**self.env, "dtype": h.variant.dtype_name}))
+        return headline, details
 
     def throughput_rows(self) -> list[dict[str, Any]]:
         """``plots/throughput/NAME.csv``: the headline variant, one row per batch size run."""
@@ -195,17 +190,19 @@ def profile_model(model: nn.Module, *, image_size: int, cfg: ProfileConfig, runt
     train_flops = train_flops_per_image(model, ref_x[:2])
 
     # Other processes on the host skew every number here; record how busy it was.
-    load_1m = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    env = environment(runtime)
     results = []
-    for variant in plan_variants(model, cfg, runtime):
-        print(f"profile: {name}: variant {variant.name}", file=log)
+    variants = plan_variants(model, cfg, runtime)
+    bar = tqdm(variants, desc=f"profile@{name}", unit="variant", file=log, disable=None,
+               dynamic_ncols=True)
+    for variant in bar:
+        bar.set_postfix_str(variant.name)
+        if bar.disable:
+            print(f"profile: {name}: variant {variant.name}", file=log)
         results.append(_profile_variant(model, variant, make_input, ref_x, reference, cfg,
                                         runtime, compile_fn, log))
     headline = choose_headline(results)
     print(f"profile: {name}: headline variant {headline.variant.name}", file=log)
-    env = environment(runtime)
-    env["batch_sizes"] = sorted(set(cfg.batch_sizes))
-    env["host_load_1m"] = load_1m
     return ProfileResult(
         model=name, variants=results, headline=headline, flops_per_image=flops,
         train_flops_per_image=train_flops, params=count_params(model),

@@ -363,9 +363,16 @@ def _label_totals(ax: Axes, x: np.ndarray, totals: np.ndarray, unit: str) -> Non
 def training_curves(inputs: ReportInputs, style: FigureStyle) -> Figure:
     """Train loss and test accuracy per epoch, and test accuracy against training time."""
     fig, (loss_ax, acc_ax, time_ax) = new_figure(
-        1, 3, width=14.5, height=4.6, title="Training curves (mean over runs)", caption=style.caption)
+        1, 3, width=14.5, height=4.6,
+        title="Training curves (thick: mean over runs; thin: each run)", caption=style.caption)
     for n, m in inputs.models.items():
         c, curves = style.colors[n], m.curves
+        if m.run_curves["run"].nunique() > 1:
+            for _, one in m.run_curves.groupby("run"):
+                acc_ax.plot(one["epoch"], one["test_accuracy"] * 100, color=c, linewidth=0.8,
+                            alpha=0.45)
+                time_ax.plot(one["elapsed_s"], one["test_accuracy"] * 100, color=c,
+                             linewidth=0.8, alpha=0.45)
         evaluated = curves.dropna(subset=["test_accuracy"])
         loss_ax.plot(curves["epoch"], curves["train_loss"], color=c, linewidth=2, label=n)
         acc_ax.plot(evaluated["epoch"], evaluated["test_accuracy"] * 100, color=c, linewidth=2,
@@ -377,7 +384,7 @@ def training_curves(inputs: ReportInputs, style: FigureStyle) -> Figure:
             acc_ax.annotate(f"{last_acc:.2f}%", (last_epoch, last_acc), xytext=(4, 0),
                             textcoords="offset points", va="center", fontsize=8.5, color=c,
                             fontweight="bold")
-    targets = sorted({m.train["target_accuracy"] for m in inputs.models.values()})
+    targets = sorted({m.train_details.target_accuracy for m in inputs.models.values()})
     low, high = time_ax.get_ylim()
     time_ax.set_ylim(low, max(high, max(targets) * 100 + 0.08 * (high - low)))  # target line in view
     for target in targets:

@@ -14,87 +14,97 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from cifarbench.config import Params
-from cifarbench.report.load import ENVIRONMENT_SCHEMA, ModelResults, ReportInputs
+from cifarbench.report.load import ModelResults, ReportInputs
 
 STEP_PARTS = ("data", "forward", "backward", "optimizer")  # order of a training step
 
 
 def headline_numbers(m: ModelResults) -> dict[str, Any]:
     """One model's flat headline numbers (units in the key names; accuracy as a 0-1 fraction)."""
-    t, p = m.train, m.profile
-    step = {f"step_{part}_ms": t["breakdown_ms"][part] for part in STEP_PARTS}
-    gflops = p["flops_per_image"] / 1e9
+    t, td, p, pd_ = m.train, m.train_details, m.profile, m.profile_details
+    step = {f"step_{part}_ms": getattr(td.breakdown_ms, part) for part in STEP_PARTS}
+    gflops = p.flops_per_image / 1e9
     return {
-        "kind": t["kind"],
-        "test_accuracy": t["test_accuracy"],
-        "test_accuracy_std": t["test_accuracy_std"],
-        "test_loss": t["test_loss"],
-        "runs": t["runs"],
-        "epochs": t["epochs"],
-        "batch_size": t["batch_size"],
-        "train_time_s": t["train_time_s"],
-        "train_time_s_std": t["train_time_s_std"],
-        "compile_time_s": t["compile_time_s"],
-        "target_accuracy": t["target_accuracy"],
-        "time_to_target_s": t["time_to_target_s"],
-        "train_throughput_img_s": t["train_throughput_img_s"],
-        "eval_time_s": t["eval_time_s"],
+        "kind": td.kind,
+        "test_accuracy": t.test_accuracy,
+        "test_accuracy_std": t.test_accuracy_std,
+        "test_loss": td.test_loss,
+        "runs": td.runs,
+        "epochs": td.epochs,
+        "batch_size": td.batch_size,
+        "train_time_s": t.train_time_s,
+        "train_time_s_std": td.train_time_s_std,
+        "compile_time_s": td.compile_time_s,
+        "target_accuracy": td.target_accuracy,
+        "time_to_target_s": t.time_to_target_s,
+        "train_throughput_img_s": td.train_throughput_img_s,
+        "eval_time_s": td.eval_time_s,
         **step,
         "step_total_ms": sum(step.values()),
-        "params": t["params"],
-        "param_memory_mb": p["param_memory_mb"],
-        "checkpoint_mb": p["checkpoint_mb"],
-        "peak_train_memory_mb": t["peak_memory_mb"],
-        "peak_train_memory_kind": t["peak_memory_kind"],
-        "peak_inference_memory_mb": p["peak_memory_mb"],
-        "peak_inference_memory_kind": p["peak_memory_kind"],
-        "throughput_img_s": p["throughput_img_s"],
-        "throughput_batch_size": p["throughput_batch_size"],
-        "latency_p50_ms": p["latency_ms"]["p50"],
-        "latency_p90_ms": p["latency_ms"]["p90"],
-        "latency_p99_ms": p["latency_ms"]["p99"],
-        "latency_mean_ms": p["latency_ms"]["mean"],
-        "flops_per_image": p["flops_per_image"],
-        "train_flops_per_image": p["train_flops_per_image"],
+        "params": p.params,
+        "param_memory_mb": pd_.param_memory_mb,
+        "checkpoint_mb": pd_.checkpoint_mb,
+        "peak_train_memory_mb": td.peak_memory_mb,
+        "peak_train_memory_kind": td.peak_memory_kind,
+        "peak_inference_memory_mb": p.peak_memory_mb,
+        "peak_inference_memory_kind": pd_.peak_memory_kind,
+        "throughput_img_s": p.throughput_img_s,
+        "throughput_batch_size": pd_.throughput_batch_size,
+        "latency_p50_ms": pd_.latency_ms.p50,
+        "latency_p90_ms": pd_.latency_ms.p90,
+        "latency_p99_ms": pd_.latency_ms.p99,
+        "latency_mean_ms": pd_.latency_ms.mean,
+        "flops_per_image": p.flops_per_image,
+        "train_flops_per_image": p.train_flops_per_image,
         "gflops_per_image": gflops,
-        "accuracy_per_gflop": t["test_accuracy"] / gflops,
-        "accuracy_per_param_mb": (t["test_accuracy"] / p["param_memory_mb"]
-                                  if p["param_memory_mb"] > 0 else None),
-        "inference_variant": p["headline_variant"],
-        "failed_batch_sizes": list(p["failed_batch_sizes"]),
+        "accuracy_per_gflop": t.test_accuracy / gflops,
+        "accuracy_per_param_mb": (t.test_accuracy / pd_.param_memory_mb
+                                  if pd_.param_memory_mb > 0 else None),
+        "inference_variant": pd_.headline_variant,
+        "failed_batch_sizes": list(pd_.failed_batch_sizes),
     }
 
 
+# The environment keys the report names (the rest stay in the details files).
+ENVIRONMENT_KEYS = ("device", "device_name", "torch_version", "cuda_version", "cpu_threads",
+                    "host_load_1m", "oversubscribed")
+
+
 def environment(inputs: ReportInputs) -> dict[str, Any]:
-    """Where the numbers were measured (machine, software), from every train and profile file.
+    """Where the numbers were measured (machine, software, host load), from every details file.
 
     Normally all files agree; when they do not (say, one model trained on another machine), the
     value lists the distinct values joined by " | " so the difference is visible, not hidden.
+    Load and oversubscription are per measurement: the highest load, and whether any was.
     """
-    env: dict[str, Any] = {}
-    for key in ENVIRONMENT_SCHEMA:
+    envs = [e for m in inputs.models.values()
+            for e in (m.train_details.environment, m.profile_details.environment)]
+    out: dict[str, Any] = {}
+    for key in ENVIRONMENT_KEYS:
         values: list[Any] = []
-        for m in inputs.models.values():
-            for source in (m.train, m.profile):
-                if source[key] not in values:
-                    values.append(source[key])
-        env[key] = values[0] if len(values) == 1 else " | ".join(map(str, values))
-    return env
+        for e in envs:
+            if getattr(e, key) not in values:
+                values.append(getattr(e, key))
+        out[key] = values[0] if len(values) == 1 else " | ".join(map(str, values))
+    loads = [e.host_load_1m for e in envs if e.host_load_1m is not None]
+    out["host_load_1m"] = max(loads) if loads else None
+    out["oversubscribed"] = any(e.oversubscribed for e in envs)
+    return out
 
 
 def precision(inputs: ReportInputs) -> dict[str, dict[str, str]]:
     """Per phase and model: the training dtype and the inference variant of the headline numbers
-    (``fp32``, ``autocast-bf16/channels_last``, ...), each as its metrics file names it."""
-    return {"train": {n: m.train["dtype"] for n, m in inputs.models.items()},
-            "inference": {n: m.profile["headline_variant"] for n, m in inputs.models.items()}}
+    (``fp32``, ``autocast-bf16/channels_last``, ...), each as its details file names it."""
+    return {"train": {n: m.train_details.environment.dtype for n, m in inputs.models.items()},
+            "inference": {n: m.profile_details.headline_variant for n, m in inputs.models.items()}}
 
 
 def data_description(inputs: ReportInputs, label: str | None) -> dict[str, Any]:
     """The data measured on; ``label`` (report.data_label) overrides the prepared data's name."""
-    d = inputs.data
-    return {"label": d["label"] if label is None else label, "num_classes": d["num_classes"],
-            "image_size": d["image_size"], "train_images": d["train_images"],
-            "test_images": d["test_images"]}
+    d, details = inputs.data, inputs.data_details
+    return {"label": details.label if label is None else label, "num_classes": d.num_classes,
+            "image_size": details.image_size, "train_images": d.train_images,
+            "test_images": d.test_images}
 
 
 # --------------------------------------------------------------------------- summary columns
