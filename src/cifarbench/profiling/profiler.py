@@ -9,7 +9,6 @@ batch-1 latency and its peak memory become the model's headline numbers.
 from __future__ import annotations
 
 import math
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -33,7 +32,7 @@ from cifarbench.profiling.variants import (
     prepare_input,
     prepared,
 )
-from cifarbench.runtime import Runtime, environment
+from cifarbench.runtime import Runtime, environment, watch_host_load
 
 # Relative L2 error of the logits against the fp32 eager reference that still counts as the
 # same model: fp32 (compiled or channels_last) only reorders sums; TF32 keeps a 10-bit
@@ -195,17 +194,17 @@ def profile_model(model: nn.Module, *, image_size: int, cfg: ProfileConfig, runt
     train_flops = train_flops_per_image(model, ref_x[:2])
 
     # Other processes on the host skew every number here; record how busy it was.
-    load_1m = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     results = []
-    for variant in plan_variants(model, cfg, runtime):
-        print(f"profile: {name}: variant {variant.name}", file=log)
-        results.append(_profile_variant(model, variant, make_input, ref_x, reference, cfg,
-                                        runtime, compile_fn, log))
+    with watch_host_load(runtime, what=f"profile@{name}", log=log) as load:
+        for variant in plan_variants(model, cfg, runtime):
+            print(f"profile: {name}: variant {variant.name}", file=log)
+            results.append(_profile_variant(model, variant, make_input, ref_x, reference, cfg,
+                                            runtime, compile_fn, log))
     headline = choose_headline(results)
     print(f"profile: {name}: headline variant {headline.variant.name}", file=log)
     env = environment(runtime)
     env["batch_sizes"] = sorted(set(cfg.batch_sizes))
-    env["host_load_1m"] = load_1m
+    env.update(load)  # the sweep's start and end, not the moment after it
     return ProfileResult(
         model=name, variants=results, headline=headline, flops_per_image=flops,
         train_flops_per_image=train_flops, params=count_params(model),
