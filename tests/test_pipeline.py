@@ -105,6 +105,9 @@ def test_repro_writes_every_metric(repo: Path) -> None:
         assert train["train_time_s"] > 0 and train["epochs"] == 1 and train["params"] > 0
         assert train["peak_memory_mb"] > 0 and train["peak_memory_kind"] == "host_peak_rss"
         assert train["device"] == "cpu" and train["torch_version"]
+        for m in (train, prof):  # what each timing ran with, and how busy the host was
+            assert m["threads"] == 1 and isinstance(m["oversubscribed"], bool)
+            assert m["host_load_1m"] is None or m["host_load_1m"] >= 0
         assert prof["throughput_img_s"] > 0 and prof["flops_per_image"] > 0
         lat = prof["latency_ms"]
         assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"]
