@@ -35,14 +35,14 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     params = load_params(args.params)
     model_cfg = params.model(args.model)
+    try:  # first: a setting this machine cannot honour is one line before any other work
+        runtime = resolve_runtime(params.device, params.precision, params.threads)
+    except RuntimeError as exc:  # UserError, or CUDA failing to initialise
+        raise UserError(str(exc)) from None
     meta = read_meta(args.meta)
     num_classes, image_size = meta.num_classes, meta.image_size
     if not args.weights.is_file():
         raise UserError(f"{args.weights}: no such checkpoint; run train@{args.model} first")
-    try:
-        runtime = resolve_runtime(params.device, params.precision, params.threads)
-    except RuntimeError as exc:
-        raise UserError(str(exc)) from None
 
     model = build_model(model_cfg, num_classes=num_classes, image_size=image_size)
     try:

@@ -17,11 +17,12 @@ from cifarbench import results
 from cifarbench.cli import run_stage
 from cifarbench.config import load_params
 from cifarbench.data import load_prepared
+from cifarbench.errors import UserError
 from cifarbench.io import atomic_path, write_csv
 from cifarbench.live import LiveProgress
 from cifarbench.models import build_model, count_params
 from cifarbench.profiling.breakdown import step_breakdown_ms
-from cifarbench.runtime import environment, resolve_runtime
+from cifarbench.runtime import environment, resolve_runtime, watch_host_load
 from cifarbench.schema import write_record
 from cifarbench.train import to_device_data, train_runs
 
@@ -43,17 +44,22 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     params = load_params(args.params)
     cfg = params.model(args.model)
+    try:
+        rt = resolve_runtime(params.device, params.precision, params.threads)
+    except RuntimeError as exc:  # e.g. CUDA present but failing to start
+        raise UserError(str(exc)) from None
     meta, train_split, test_split = load_prepared(args.data)
-    rt = resolve_runtime(params.device, params.precision, params.threads)
     data = to_device_data(train_split, test_split, classes=meta.classes, mean=meta.mean,
                           std=meta.std, device=rt.device)
 
     def build() -> torch.nn.Module:
         return build_model(cfg, num_classes=data.num_classes, image_size=data.image_size)
 
-    env = environment(rt)
     live = LiveProgress(args.live, name=args.model, runs=cfg.train.runs, epochs=cfg.train.epochs)
-    training = train_runs(build, data, cfg, rt, seed=params.seed, name=args.model, progress=live)
+    with watch_host_load(rt, what=f"train@{args.model}") as load:
+        training = train_runs(build, data, cfg, rt, seed=params.seed, name=args.model,
+                              progress=live)
+    env = {**environment(rt), **load}  # the load sampled when training started and ended
     breakdown = step_breakdown_ms(training.model, data, cfg, rt, steps=cfg.train.breakdown_steps,
                                   step_model=training.step_model)
     runs = training.runs

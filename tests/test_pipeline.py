@@ -20,8 +20,7 @@ import yaml
 from PIL import Image
 from project_params import raw_params
 
-from cifarbench.schema import (ProfileDetails, ProfileMetrics, TrainDetails, TrainMetrics,
-                               read_record)
+from cifarbench.schema import ProfileDetails, ProfileMetrics, TrainDetails, TrainMetrics, read_record
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,7 +30,7 @@ pytestmark = pytest.mark.slow
 TINY_OVERRIDES = {
     "device": "cpu",
     "precision": "fp32",
-    "threads": 2,
+    "threads": 1,  # more than the cores is refused; CI runners may have one
     "data": {"image_size": 16},
     "models": {
         "cnn": {"arch": {"widths": [8, 16, 16]},
@@ -111,6 +110,8 @@ def test_repro_writes_every_metric(repo: Path) -> None:
         assert details.per_run[0].test_accuracy == train.test_accuracy
         assert details.peak_memory_mb > 0 and details.peak_memory_kind == "host_peak_rss"
         assert details.environment.device == "cpu" and details.environment.torch_version
+        for env in (details.environment, prof_details.environment):  # what each timing ran with
+            assert env.threads == 1 and (env.host_load_1m is None or env.host_load_1m >= 0)
         assert prof.throughput_img_s > 0 and prof.flops_per_image > 0
         assert prof.params == details.params
         lat = prof_details.latency_ms

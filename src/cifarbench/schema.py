@@ -61,11 +61,12 @@ class Environment(Record):
     torch_version: str
     cuda_version: str | None
     tf32: bool  # TF32 tensor cores allowed for fp32 matmuls (CUDA only)
-    cpu_threads: PosInt  # torch intra-op threads
+    cpu_threads: PosInt  # torch intra-op threads when the environment was recorded
     cpu_count: PosInt | None
     python_version: str
-    host_load_1m: NonNeg | None  # 1-minute load average when the measurement started
-    oversubscribed: bool  # the host had more runnable threads than cores (numbers are suspect)
+    threads: PosInt  # torch intra-op threads during the timed work (params: threads)
+    host_load_1m: NonNeg | None  # highest 1-minute load average sampled around the timed work
+    oversubscribed: bool  # more runnable threads than cores at a sample: the times are suspect
 
 
 # -------------------------------------------------------------------------------------- data

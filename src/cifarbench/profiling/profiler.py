@@ -33,7 +33,7 @@ from cifarbench.profiling.variants import (
     prepare_input,
     prepared,
 )
-from cifarbench.runtime import Runtime, environment
+from cifarbench.runtime import Runtime, environment, watch_host_load
 from cifarbench.schema import Environment, LatencySummary, ProfileDetails, ProfileMetrics, VariantSummary
 
 # Relative L2 error of the logits against the fp32 eager reference that still counts as the
@@ -190,19 +190,20 @@ def profile_model(model: nn.Module, *, image_size: int, cfg: ProfileConfig, runt
     train_flops = train_flops_per_image(model, ref_x[:2])
 
     # Other processes on the host skew every number here; record how busy it was.
-    env = environment(runtime)
     results = []
     variants = plan_variants(model, cfg, runtime)
     bar = tqdm(variants, desc=f"profile@{name}", unit="variant", file=log, disable=None,
                dynamic_ncols=True)
-    for variant in bar:
-        bar.set_postfix_str(variant.name)
-        if bar.disable:
-            print(f"profile: {name}: variant {variant.name}", file=log)
-        results.append(_profile_variant(model, variant, make_input, ref_x, reference, cfg,
-                                        runtime, compile_fn, log))
+    with watch_host_load(runtime, what=f"profile@{name}", log=log) as load:
+        for variant in bar:
+            bar.set_postfix_str(variant.name)
+            if bar.disable:
+                print(f"profile: {name}: variant {variant.name}", file=log)
+            results.append(_profile_variant(model, variant, make_input, ref_x, reference, cfg,
+                                            runtime, compile_fn, log))
     headline = choose_headline(results)
     print(f"profile: {name}: headline variant {headline.variant.name}", file=log)
+    env = {**environment(runtime), **load}  # the sweep's start and end, not the moment after it
     return ProfileResult(
         model=name, variants=results, headline=headline, flops_per_image=flops,
         train_flops_per_image=train_flops, params=count_params(model),
