@@ -122,10 +122,11 @@ def test_cifar_python_arrays_match_the_batches_exactly(tmp_path):
     assert np.array_equal(data.test_x.reshape(50, -1, 3).transpose(0, 2, 1).reshape(50, -1),
                           arrays["test_batch"][0])
     assert data.classes == CIFAR_NAMES and data.layout == "cifar-python"
-    meta, metrics = data.meta(), data.metrics()
+    meta, details = data.meta(), data.details()
     assert meta["train_images"] == 200 and meta["test_images"] == 50 and meta["num_classes"] == 10
-    assert sum(metrics["train_class_counts"].values()) == 200
-    assert metrics["test_class_counts"]["cat"] == int((arrays["test_batch"][1] == 3).sum())
+    assert data.metrics().model_dump() == {"train_images": 200, "test_images": 50, "num_classes": 10}
+    assert sum(details.train_class_counts.values()) == 200
+    assert details.test_class_counts["cat"] == int((arrays["test_batch"][1] == 3).sum())
 
 
 def test_cifar_label_names_are_sorted_and_labels_follow(tmp_path):
@@ -280,7 +281,7 @@ def test_own_imagefolder_is_named_after_its_folder_or_archive(kind, tmp_path):
     name = "pollen-grains" if kind == "dir" else f"pollen-grains.{kind}"
     data = prepare_dataset(_raw(tmp_path, _archive(tmp_path / name, files)), log=QUIET, limits=LIMITS)
     assert data.label == "pollen-grains"
-    assert data.meta()["label"] == data.metrics()["label"] == "pollen-grains"
+    assert data.meta()["label"] == data.details().label == "pollen-grains"
 
 
 def test_cifar_python_layout_that_is_not_the_official_data_is_not_called_cifar10(tmp_path):
@@ -477,26 +478,29 @@ def test_download_and_prepare_scripts_end_to_end(tmp_path):
     assert record["name"] == "mydata.tar.gz" and record["sha256"] == _sha(src)
 
     args = ["--params", params, "--raw", "data/raw", "--out", "data/prepared",
-            "--metrics", "metrics/data.json"]
+            "--metrics", "metrics/data.json", "--details", "metrics/details/data.json"]
     done = _stage("prepare.py", *args, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     x, y = load_split(tmp_path / "data/prepared/train.npz")
     assert np.array_equal(x[0], pixels["mydata/train/cat/000.png"]) and len(y) == 12
     meta = json.loads((tmp_path / "data/prepared/meta.json").read_text())
     assert meta["classes"] == ["cat", "dog", "frog"] and meta["source"] == "mydata.tar.gz"
-    metrics = json.loads((tmp_path / "metrics/data.json").read_text())
-    assert metrics["test_class_counts"] == {"cat": 2, "dog": 2, "frog": 2}
-    assert meta["label"] == metrics["label"] == "mydata"
+    details = json.loads((tmp_path / "metrics/details/data.json").read_text())
+    assert details["test_class_counts"] == {"cat": 2, "dog": 2, "frog": 2}
+    assert meta["label"] == details["label"] == "mydata"
+    assert json.loads((tmp_path / "metrics/data.json").read_text())["train_images"] == 12
 
     # a bad value: one line on stderr, exit 2, nothing written
     write_params(params, {"data": {"source": "mydata.tar.gz", "train_size": 500}})
     args[5] = "data/prepared2"
-    done = _stage("prepare.py", *args[:7], "metrics/data2.json", cwd=tmp_path)
+    done = _stage("prepare.py", *args[:7], "metrics/data2.json", "--details", "metrics/d2.json",
+                  cwd=tmp_path)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1].startswith(
         "error: data.train_size = 500 is larger than the train split (12 images)")
     assert not (tmp_path / "data/prepared2").exists()
     assert not (tmp_path / "metrics/data2.json").exists()
+    assert not (tmp_path / "metrics/d2.json").exists()
 
     write_params(params, {"data": {"source": "mydata.tar.gz", "sha256": "0" * 64}})
     done = _stage("download.py", "--params", params, "--out", "data/raw3", cwd=tmp_path)

@@ -329,7 +329,7 @@ def test_prepare_outputs_appear_together(tmp_path, monkeypatch):
     raw = _raw(tmp_path, _tar(tmp_path / "d.tar.gz", IMAGEFOLDER))
     data = prepare_dataset(raw, image_size=4, log=QUIET, limits=LIMITS)
     out, metrics = tmp_path / "prepared", tmp_path / "metrics" / "data.json"
-    save_prepared(data, out, metrics)
+    save_prepared(data, out, metrics, tmp_path / "metrics" / "details.json")
     assert _entries(out) == ["meta.json", "test.npz", "train.npz"]
     assert json.loads(metrics.read_text())["train_images"] == 4
     before = {p.name: p.read_bytes() for p in out.iterdir()}
@@ -344,7 +344,8 @@ def test_prepare_outputs_appear_together(tmp_path, monkeypatch):
 
     monkeypatch.setattr(prep, "save_split", fail_second)
     with pytest.raises(KeyboardInterrupt):
-        save_prepared(prepare_dataset(raw, image_size=8, log=QUIET, limits=LIMITS), out, metrics)
+        save_prepared(prepare_dataset(raw, image_size=8, log=QUIET, limits=LIMITS), out, metrics,
+                      tmp_path / "details.json")
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # the old set, whole
     assert not metrics.exists()  # no metrics that describe other arrays: DVC reruns prepare
     assert _entries(tmp_path) == ["d.tar.gz", "metrics", "prepared", "raw"]  # no temporary
@@ -682,7 +683,7 @@ def test_prepare_stage_out_of_memory_is_one_line(tmp_path):
     env_threads = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
         [sys.executable, str(REPO / "stages/prepare.py"), "--params", str(params), "--raw", "raw",
-         "--out", "prepared", "--metrics", "data.json"], cwd=tmp_path, capture_output=True,
+         "--out", "prepared", "--metrics", "data.json", "--details", "details.json"], cwd=tmp_path, capture_output=True,
         text=True, timeout=120, preexec_fn=limit_memory,
         env={**os.environ, **env_threads, "PYTHONPATH": str(REPO / "src")})
     assert proc.returncode == 2, proc.stderr

@@ -32,6 +32,7 @@ from cifarbench.profiling.variants import (
     plan_variants,
 )
 from cifarbench.runtime import Runtime
+from cifarbench.schema import ProfileDetails, ProfileMetrics, read_record
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU = Runtime(device=torch.device("cpu"), amp_dtype=None)
@@ -268,13 +269,13 @@ def test_profile_model_records_variants_and_compile_failures():
     cfg = tiny_cfg(precisions=["fp32", "autocast"], channels_last=True, compile=True)
     r = profile_model(convnet(), image_size=8, cfg=cfg, runtime=CPU, name="tiny",
                       compile_fn=broken_compile, log=io.StringIO())
-    m = r.metrics()
-    assert set(m["variants"]) == {v.name for v in plan_variants(convnet(), cfg, CPU)}
-    assert m["variants"]["fp32/compile"]["error"].startswith("torch.compile failed: RuntimeError")
-    assert m["headline_variant"] in m["variants"] and "compile" not in m["headline_variant"]
-    assert m["variants"]["autocast-bf16"]["rel_error"] < 0.06
-    assert m["flops_per_image"] == r.flops_per_image > 0
-    assert m["macs_per_image"] == m["flops_per_image"] / 2
+    headline, m = r.metrics()
+    assert set(m.variants) == {v.name for v in plan_variants(convnet(), cfg, CPU)}
+    assert (m.variants["fp32/compile"].error or "").startswith("torch.compile failed: RuntimeError")
+    assert m.headline_variant in m.variants and "compile" not in m.headline_variant
+    assert (m.variants["autocast-bf16"].rel_error or 1.0) < 0.06
+    assert headline.flops_per_image == r.flops_per_image > 0
+    assert m.macs_per_image == headline.flops_per_image / 2
     assert len(r.latency_rows()) == 10
     assert [row["batch_size"] for row in r.throughput_rows()] == [1, 4]
 
@@ -292,10 +293,10 @@ def test_compiled_variant_reports_compile_time_separately():
 
     r = profile_model(mlp(), image_size=8, cfg=tiny_cfg(compile=True), runtime=CPU,
                       compile_fn=slow_compile, log=io.StringIO())
-    v = r.metrics()["variants"]
-    assert v["fp32"]["compile_time_s"] is None
-    assert v["fp32/compile"]["compile_time_s"] >= 0.2
-    assert v["fp32/compile"]["latency_p50_ms"] < 100  # the compile is not in the latency
+    v = r.metrics()[1].variants
+    assert v["fp32"].compile_time_s is None
+    assert (v["fp32/compile"].compile_time_s or 0.0) >= 0.2
+    assert (v["fp32/compile"].latency_p50_ms or 1e9) < 100  # the compile is not in the latency
 
 
 # ---------------------------------------------------------------------------------- stage
@@ -336,15 +337,8 @@ def write_inputs(tmp_path: Path, image_size: int = 16, classes: int = 3) -> dict
 def stage_argv(paths: dict[str, Path], out: Path, name: str, weights: Path | None = None) -> list[str]:
     return ["--params", str(paths["params"]), "--model", name, "--meta", str(paths["meta"]),
             "--weights", str(weights or paths[name]), "--metrics", str(out / f"metrics/{name}.json"),
-            "--throughput", str(out / f"throughput/{name}.csv"),
+            "--details", str(out / f"details/{name}.json"), "--throughput", str(out / f"throughput/{name}.csv"),
             "--latency", str(out / f"latency/{name}.csv")]
-
-
-CONTRACT_KEYS = {
-    "model", "throughput_img_s", "throughput_batch_size", "latency_ms", "flops_per_image",
-    "train_flops_per_image", "params", "param_memory_mb", "checkpoint_mb", "peak_memory_mb",
-    "peak_memory_kind", "headline_variant", "failed_batch_sizes", "variants", "device",
-    "device_name", "dtype", "torch_version", "cuda_version", "cpu_threads"}
 
 
 def read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
@@ -359,29 +353,27 @@ def test_stage_writes_files_matching_the_contract(tmp_path, name):
     paths = write_inputs(tmp_path)
     stage.main(stage_argv(paths, tmp_path / "out", name))
 
-    m = json.loads((tmp_path / f"out/metrics/{name}.json").read_text())
-    assert set(m) >= CONTRACT_KEYS
-    assert m["model"] == name and m["device"] == "cpu" and m["peak_memory_kind"] == "host_peak_rss"
-    assert set(m["latency_ms"]) == {"p50", "p90", "p99", "mean"}
-    assert 0 < m["latency_ms"]["p50"] <= m["latency_ms"]["p90"] <= m["latency_ms"]["p99"]
-    assert m["headline_variant"] in m["variants"] and m["failed_batch_sizes"] == []
-    assert m["throughput_batch_size"] in (1, 4) and m["throughput_img_s"] > 0
-    assert m["checkpoint_mb"] == pytest.approx(paths[name].stat().st_size / MIB)
-    assert m["params"] > 0 and m["train_flops_per_image"] > 2 * m["flops_per_image"] > 0
-    has_cl = any(k.endswith("channels_last") for k in m["variants"])
+    h = read_record(tmp_path / f"out/metrics/{name}.json", ProfileMetrics)
+    m = read_record(tmp_path / f"out/details/{name}.json", ProfileDetails)
+    assert m.model == name and m.environment.device == "cpu" and m.peak_memory_kind == "host_peak_rss"
+    assert 0 < m.latency_ms.p50 <= m.latency_ms.p90 <= m.latency_ms.p99
+    assert h.latency_ms_p50 == m.latency_ms.p50 and h.latency_ms_p99 == m.latency_ms.p99
+    assert m.headline_variant in m.variants and m.failed_batch_sizes == []
+    assert m.throughput_batch_size in (1, 4) and h.throughput_img_s > 0
+    assert m.checkpoint_mb == pytest.approx(paths[name].stat().st_size / MIB)
+    assert h.params > 0 and h.train_flops_per_image > 2 * h.flops_per_image > 0
+    has_cl = any(k.endswith("channels_last") for k in m.variants)
     assert has_cl == (name == "cnn")  # channels_last only for the conv net
-    for v in m["variants"].values():
-        assert {"throughput_img_s", "latency_p50_ms", "compile_time_s"} <= set(v)
 
     cols, rows = read_csv(tmp_path / f"out/throughput/{name}.csv")
     assert cols == ["batch_size", "throughput_img_s", "step_ms_median", "step_ms_iqr", "peak_memory_mb"]
     assert [int(r["batch_size"]) for r in rows] == [1, 4]
     best = max(rows, key=lambda r: float(r["throughput_img_s"]))
-    assert float(best["throughput_img_s"]) == pytest.approx(m["throughput_img_s"], rel=1e-5)
+    assert float(best["throughput_img_s"]) == pytest.approx(h.throughput_img_s, rel=1e-5)
     cols, rows = read_csv(tmp_path / f"out/latency/{name}.csv")
     assert cols == ["run", "latency_ms"] and len(rows) >= 10
     lat = [float(r["latency_ms"]) for r in rows]
-    assert np.median(lat) == pytest.approx(m["latency_ms"]["p50"], rel=1e-4)
+    assert np.median(lat) == pytest.approx(m.latency_ms.p50, rel=1e-4)
 
 
 def test_stage_rejects_bad_inputs_before_profiling(tmp_path):
@@ -405,4 +397,4 @@ def test_stage_runs_as_dvc_calls_it(tmp_path):
     cmd = [sys.executable, "stages/profile_model.py", *stage_argv(paths, out, "cnn")]
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert json.loads((out / "metrics/cnn.json").read_text())["headline_variant"]
+    assert read_record(out / "details/cnn.json", ProfileDetails).headline_variant

@@ -29,6 +29,21 @@ from cifarbench.io import read_json, write_csv, write_json
 from cifarbench.report import ReportPaths, load_inputs, make_report, write_report
 from cifarbench.report.figures import confusion_matrix, pareto_front
 from cifarbench.report.tables import caption, summary_markdown
+from cifarbench.schema import (
+    CurvePoint,
+    DataDetails,
+    DataMetrics,
+    Environment,
+    LatencySummary,
+    ProfileDetails,
+    ProfileMetrics,
+    RunRecord,
+    StepBreakdown,
+    TrainDetails,
+    TrainMetrics,
+    VariantSummary,
+    write_record,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ["airplane", "cat", "ship"]
@@ -58,49 +73,77 @@ def params_for(names: list[str], data_label: str | None = None) -> Params:
     return parse_params({**raw, "models": {n: raw["models"][n] for n in names}})
 
 
+def synthetic_env(dtype: str) -> Environment:
+    return Environment(**ENV, dtype=dtype, tf32=False, cpu_count=2, python_version="3.11.7",
+                       threads=2, host_load_1m=1.5, oversubscribed=False)
+
+
 def write_synthetic_inputs(root: Path, models: dict[str, dict[str, Any]]) -> ReportPaths:
-    """Write metrics/data.json and every per-model metrics/plot file under ``root``."""
+    """Write every input of the report under ``root``, through the schema's own models."""
     rng = np.random.default_rng(0)
-    paths = ReportPaths(data_metrics=root / "metrics/data.json", train_metrics=root / "metrics/train",
-                        profile_metrics=root / "metrics/profile", curves=root / "plots/curves",
+    paths = ReportPaths(data_metrics=root / "metrics/data.json",
+                        data_details=root / "metrics/details/data.json",
+                        train_live=root / "metrics/train",
+                        train_details=root / "metrics/details/train",
+                        profile_metrics=root / "metrics/profile",
+                        profile_details=root / "metrics/details/profile",
                         confusion=root / "plots/confusion", throughput=root / "plots/throughput",
                         latency=root / "plots/latency")
-    write_json(paths.data_metrics, {
-        "label": DATA_LABEL, "num_classes": 3, "image_size": 32, "train_images": 300, "test_images": 90,
-        "train_class_counts": {c: 100 for c in CLASSES}, "test_class_counts": {c: 30 for c in CLASSES}})
+    write_record(paths.data_metrics, DataMetrics(num_classes=3, train_images=300, test_images=90))
+    write_record(paths.data_details, DataDetails(
+        label=DATA_LABEL, image_size=32, train_class_counts={c: 100 for c in CLASSES},
+        test_class_counts={c: 30 for c in CLASSES}))
     for name, m in models.items():
-        runs = {f"run_{i}": {"seed": i, "test_accuracy": m["acc"], "train_time_s": m["train_s"],
-                             "time_to_target_s": m["ttt"]} for i in range(m["runs"])}
-        write_json(paths.train_metrics / f"{name}.json", {
-            "model": name, "kind": m["kind"], "test_accuracy": m["acc"], "test_accuracy_std": m["acc_std"],
-            "train_time_s": m["train_s"], "train_time_s_std": m["train_s_std"], "compile_time_s": 0.0,
-            "epochs": 5, "runs": m["runs"], "params": m["params"], "peak_memory_mb": m["train_mem"],
-            "peak_memory_kind": "host_peak_rss", "target_accuracy": 0.9, "time_to_target_s": m["ttt"],
-            "train_throughput_img_s": 300 * 5 / m["train_s"], "test_loss": 0.4,
-            "breakdown_ms": m["step"], "eval_time_s": m["eval_s"], "batch_size": 512,
-            "dtype": m["train_dtype"], **ENV, **runs})
+        live = paths.train_live / name
+        write_record(live / "metrics.json", TrainMetrics(
+            test_accuracy=m["acc"], test_accuracy_std=m["acc_std"], train_time_s=m["train_s"],
+            time_to_target_s=m["ttt"]))
+        write_record(paths.train_details / f"{name}.json", TrainDetails(
+            model=name, kind=m["kind"], params=m["params"], epochs=5, batch_size=512,
+            runs=m["runs"], tta="flip", target_accuracy=0.9,
+            runs_reaching_target=0 if m["ttt"] is None else m["runs"], test_loss=0.4,
+            train_time_s_std=m["train_s_std"], eval_time_s=m["eval_s"], warmup_time_s=1.0,
+            train_throughput_img_s=300 * 5 / m["train_s"], peak_memory_mb=m["train_mem"],
+            peak_memory_kind="host_peak_rss", compile_mode="eager", compile_fallback_reason=None,
+            compile_time_s=0.0, compile_recompiles=0, breakdown_ms=StepBreakdown(**m["step"]),
+            environment=synthetic_env(m["train_dtype"]),
+            per_run=[RunRecord(seed=i, test_accuracy=m["acc"], test_loss=0.4,
+                               train_time_s=m["train_s"], time_to_target_s=m["ttt"],
+                               eval_time_s=m["eval_s"], train_throughput_img_s=100.0,
+                               peak_memory_mb=m["train_mem"]) for i in range(m["runs"])]))
+        curves = [CurvePoint(epoch=e, train_loss=2.2 * (1.1 - m["acc"]) ** (e / 2),
+                             test_accuracy=m["acc"] * (1 - 0.5**e), elapsed_s=m["train_s"] * e / 5)
+                  for e in range(1, 6)]
+        write_json_list(live / "plots/custom/curves.json", [c.model_dump() for c in curves])
+        write_json_list(live / "plots/custom/run_curves.json",
+                        [{**c.model_dump(), "run": r, "test_accuracy": c.test_accuracy * (1 - 0.01 * r)}
+                         for r in range(m["runs"]) for c in curves])
 
         latency = m["lat_median"] * rng.lognormal(0.0, 0.15, size=200)
         p50, p90, p99 = (float(np.percentile(latency, q)) for q in (50, 90, 99))
         batch_sizes = [b for b in (1, 16, 64, 256, 1024) if b not in m["failed"]]
-        write_json(paths.profile_metrics / f"{name}.json", {
-            "model": name, "throughput_img_s": m["thr"], "throughput_batch_size": batch_sizes[-1],
-            "latency_ms": {"p50": p50, "p90": p90, "p99": p99, "mean": float(latency.mean())},
-            "flops_per_image": m["flops"], "train_flops_per_image": 3 * m["flops"], "params": m["params"],
-            "param_memory_mb": m["params"] * 4 / 2**20, "checkpoint_mb": m["params"] * 4 / 2**20 + 0.1,
-            "peak_memory_mb": m["infer_mem"], "peak_memory_kind": "host_peak_rss",
-            "headline_variant": m["variant"], "failed_batch_sizes": m["failed"],
-            "variants": {m["variant"]: {"throughput_img_s": m["thr"], "latency_p50_ms": p50,
-                                        "compile_time_s": None}},
-            "dtype": "fp32" if m["variant"].startswith("fp32") else "bf16", **ENV})
+        write_record(paths.profile_metrics / f"{name}.json", ProfileMetrics(
+            params=m["params"], flops_per_image=m["flops"], train_flops_per_image=3 * m["flops"],
+            throughput_img_s=m["thr"], latency_ms_p50=p50, latency_ms_p99=p99,
+            peak_memory_mb=m["infer_mem"]))
+        write_record(paths.profile_details / f"{name}.json", ProfileDetails(
+            model=name, throughput_batch_size=batch_sizes[-1],
+            latency_ms=LatencySummary(p50=p50, p90=p90, p99=p99, mean=float(latency.mean())),
+            macs_per_image=m["flops"] / 2, param_memory_mb=m["params"] * 4 / 2**20,
+            checkpoint_mb=m["params"] * 4 / 2**20 + 0.1, peak_memory_kind="host_peak_rss",
+            peak_memory_reserved_mb=None, rss_increase_mb=None, headline_variant=m["variant"],
+            layout="contiguous", compile_mode="eager", failed_batch_sizes=m["failed"],
+            variants={m["variant"]: VariantSummary(
+                throughput_img_s=m["thr"], throughput_batch_size=batch_sizes[-1],
+                latency_p50_ms=p50, latency_p90_ms=p90, compile_time_s=None,
+                peak_memory_mb=m["infer_mem"], failed_batch_sizes=m["failed"], rel_error=0.0,
+                correct=True)},
+            environment=synthetic_env("fp32" if m["variant"].startswith("fp32") else "bf16")))
         write_csv(paths.throughput / f"{name}.csv", [
             {"batch_size": b, "throughput_img_s": m["thr"] * b / (b + 20), "step_ms_median": 1000 * b / m["thr"],
              "step_ms_iqr": 0.1, "peak_memory_mb": m["infer_mem"] * (0.3 + 0.7 * b / batch_sizes[-1])}
             for b in batch_sizes])
         write_csv(paths.latency / f"{name}.csv", [{"run": i, "latency_ms": float(v)} for i, v in enumerate(latency)])
-        write_csv(paths.curves / f"{name}.csv", [
-            {"epoch": e, "train_loss": 2.2 * (1.1 - m["acc"]) ** (e / 2), "test_accuracy": m["acc"] * (1 - 0.5**e),
-             "elapsed_s": m["train_s"] * e / 5} for e in range(1, 6)])
         # run 0 predictions: the diagonal share roughly matches the model's accuracy
         rows = []
         for actual in CLASSES:
@@ -110,6 +153,11 @@ def write_synthetic_inputs(root: Path, models: dict[str, dict[str, Any]]) -> Rep
                              "predicted": CLASSES[(CLASSES.index(actual) + 1) % 3] if wrong else actual})
         write_csv(paths.confusion / f"{name}.csv", rows)
     return paths
+
+
+def write_json_list(path: Path, rows: list[dict[str, Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(rows))
 
 
 def run_report(root: Path, names: list[str]) -> tuple[ReportPaths, Path]:
@@ -178,20 +226,33 @@ def test_single_run_has_no_error_bars_or_std(tmp_path):
 # report key -> (file kind, key path in that file)
 SOURCES = {
     "test_accuracy": ("train", "test_accuracy"), "test_accuracy_std": ("train", "test_accuracy_std"),
-    "train_time_s": ("train", "train_time_s"), "train_time_s_std": ("train", "train_time_s_std"),
-    "time_to_target_s": ("train", "time_to_target_s"), "target_accuracy": ("train", "target_accuracy"),
-    "params": ("train", "params"), "epochs": ("train", "epochs"), "runs": ("train", "runs"),
-    "peak_train_memory_mb": ("train", "peak_memory_mb"), "eval_time_s": ("train", "eval_time_s"),
-    "step_data_ms": ("train", "breakdown_ms.data"), "step_forward_ms": ("train", "breakdown_ms.forward"),
-    "step_backward_ms": ("train", "breakdown_ms.backward"),
-    "step_optimizer_ms": ("train", "breakdown_ms.optimizer"),
+    "train_time_s": ("train", "train_time_s"), "train_time_s_std": ("train_details", "train_time_s_std"),
+    "time_to_target_s": ("train", "time_to_target_s"),
+    "target_accuracy": ("train_details", "target_accuracy"),
+    "params": ("profile", "params"), "epochs": ("train_details", "epochs"),
+    "runs": ("train_details", "runs"),
+    "peak_train_memory_mb": ("train_details", "peak_memory_mb"),
+    "eval_time_s": ("train_details", "eval_time_s"),
+    "step_data_ms": ("train_details", "breakdown_ms.data"),
+    "step_forward_ms": ("train_details", "breakdown_ms.forward"),
+    "step_backward_ms": ("train_details", "breakdown_ms.backward"),
+    "step_optimizer_ms": ("train_details", "breakdown_ms.optimizer"),
     "peak_inference_memory_mb": ("profile", "peak_memory_mb"),
-    "param_memory_mb": ("profile", "param_memory_mb"), "throughput_img_s": ("profile", "throughput_img_s"),
-    "throughput_batch_size": ("profile", "throughput_batch_size"),
-    "latency_p50_ms": ("profile", "latency_ms.p50"), "latency_p90_ms": ("profile", "latency_ms.p90"),
-    "latency_p99_ms": ("profile", "latency_ms.p99"), "flops_per_image": ("profile", "flops_per_image"),
-    "failed_batch_sizes": ("profile", "failed_batch_sizes"),
+    "param_memory_mb": ("profile_details", "param_memory_mb"),
+    "throughput_img_s": ("profile", "throughput_img_s"),
+    "throughput_batch_size": ("profile_details", "throughput_batch_size"),
+    "latency_p50_ms": ("profile", "latency_ms_p50"), "latency_p90_ms": ("profile_details", "latency_ms.p90"),
+    "latency_p99_ms": ("profile", "latency_ms_p99"), "flops_per_image": ("profile", "flops_per_image"),
+    "failed_batch_sizes": ("profile_details", "failed_batch_sizes"),
 }
+
+
+def model_files(paths: ReportPaths, name: str) -> dict[str, Path]:
+    """The JSON files of one model, by kind."""
+    return {"train": paths.train_live / name / "metrics.json",
+            "train_details": paths.train_details / f"{name}.json",
+            "profile": paths.profile_metrics / f"{name}.json",
+            "profile_details": paths.profile_details / f"{name}.json"}
 
 
 def dig(data: dict, dotted: str) -> Any:
@@ -205,16 +266,16 @@ def test_report_numbers_equal_the_metrics_read(two_models):
     report = read_json(root / "metrics/report.json")
     assert list(report["models"]) == ["cnn", "vit"]
     for name, numbers in report["models"].items():
-        files = {"train": read_json(paths.train_metrics / f"{name}.json"),
-                 "profile": read_json(paths.profile_metrics / f"{name}.json")}
+        files = {kind: read_json(path) for kind, path in model_files(paths, name).items()}
         for key, (kind, source_key) in SOURCES.items():
             assert numbers[key] == dig(files[kind], source_key), (name, key)
         gflops = files["profile"]["flops_per_image"] / 1e9
         assert numbers["accuracy_per_gflop"] == pytest.approx(files["train"]["test_accuracy"] / gflops)
         assert numbers["accuracy_per_param_mb"] == pytest.approx(
-            files["train"]["test_accuracy"] / files["profile"]["param_memory_mb"])
-        assert numbers["step_total_ms"] == pytest.approx(sum(files["train"]["breakdown_ms"].values()))
-    assert report["environment"] == ENV
+            files["train"]["test_accuracy"] / files["profile_details"]["param_memory_mb"])
+        assert numbers["step_total_ms"] == pytest.approx(
+            sum(files["train_details"]["breakdown_ms"].values()))
+    assert report["environment"] == {**ENV, "host_load_1m": 1.5, "oversubscribed": False}
     assert report["precision"] == {"train": {"cnn": "bf16", "vit": "bf16"},
                                    "inference": {"cnn": "autocast-bf16/channels_last",
                                                  "vit": "fp32"}}
@@ -225,8 +286,9 @@ def test_report_numbers_equal_the_metrics_read(two_models):
 
 def test_environment_lists_every_value_when_files_disagree(tmp_path):
     paths = write_synthetic_inputs(tmp_path, {"cnn": MODELS["cnn"], "vit": MODELS["vit"]})
-    vit = read_json(paths.profile_metrics / "vit.json")
-    write_json(paths.profile_metrics / "vit.json", {**vit, "device_name": "Other GPU"})
+    vit = read_json(paths.profile_details / "vit.json")
+    vit["environment"]["device_name"] = "Other GPU"
+    write_json(paths.profile_details / "vit.json", vit)
     report = make_report(load_inputs(["cnn", "vit"], paths), params_for(["cnn", "vit"]))
     assert report.numbers["environment"]["device_name"] == "Test CPU 9000 | Other GPU"
     assert "Test CPU 9000 | Other GPU" in report.summary
@@ -312,7 +374,8 @@ def test_own_imagefolder_is_named_and_cifar_named_nowhere(tmp_path):
     write_json(raw / "source.json", fetch_source(str(images), raw, log=io.StringIO(), limits=LIMITS))
     data = prepare_dataset(raw, image_size=8, log=io.StringIO(), limits=LIMITS)
     paths = write_synthetic_inputs(tmp_path, {"cnn": MODELS["cnn"], "vit": MODELS["vit"]})
-    write_json(paths.data_metrics, data.metrics())
+    write_record(paths.data_metrics, data.metrics())
+    write_record(paths.data_details, data.details())
     params = params_with({"data": {"source": str(images)}})
     assert params.report.data_label is None  # the project's default: no label to set
 
@@ -371,17 +434,16 @@ def drop_key(path: Path, dotted: str) -> None:
 
 
 @pytest.mark.parametrize("where, key", [
-    ("train_metrics", "breakdown_ms.forward"),
-    ("train_metrics", "time_to_target_s"),
-    ("profile_metrics", "latency_ms.p99"),
-    ("profile_metrics", "param_memory_mb"),
-    ("data_metrics", "test_class_counts"),
-    ("data_metrics", "label"),
+    ("train_details", "breakdown_ms.forward"),
+    ("train", "time_to_target_s"),
+    ("profile_details", "latency_ms.p99"),
+    ("profile_details", "param_memory_mb"),
+    ("data_details", "test_class_counts"),
+    ("data_details", "label"),
 ])
 def test_missing_key_names_file_and_key(tmp_path, where, key):
     paths = write_synthetic_inputs(tmp_path, {"cnn": MODELS["cnn"], "vit": MODELS["vit"]})
-    target = getattr(paths, where)
-    target = target if target.suffix == ".json" else target / "vit.json"
+    target = (paths.data_details if where == "data_details" else model_files(paths, "vit")[where])
     drop_key(target, key)
     with pytest.raises(UserError, match=re.escape(f"{target}: key '{key}' is missing")):
         load_inputs(["cnn", "vit"], paths)
@@ -389,27 +451,41 @@ def test_missing_key_names_file_and_key(tmp_path, where, key):
 
 def test_missing_column_and_file_are_named(tmp_path):
     paths = write_synthetic_inputs(tmp_path, {"cnn": MODELS["cnn"]})
-    curves = paths.curves / "cnn.csv"
-    curves.write_text("epoch,train_loss,test_accuracy\n1,2.0,0.5\n")
-    with pytest.raises(UserError, match=re.escape(f"{curves}: column 'elapsed_s' is missing")):
+    throughput = paths.throughput / "cnn.csv"
+    throughput.write_text("batch_size,throughput_img_s,step_ms_median,step_ms_iqr\n1,2.0,0.5,0.1\n")
+    with pytest.raises(UserError, match=re.escape(f"{throughput}: column 'peak_memory_mb' is missing")):
         load_inputs(["cnn"], paths)
     paths = write_synthetic_inputs(tmp_path, {"cnn": MODELS["cnn"]})
-    with pytest.raises(UserError, match=re.escape(f"{paths.train_metrics / 'vit.json'}: file not found")):
+    with pytest.raises(UserError, match=re.escape(
+            f"{paths.train_details / 'vit.json'}: file not found")):
         load_inputs(["cnn", "vit"], paths)
 
 
-@pytest.mark.parametrize("mutate, message", [
-    (lambda d: d.update(test_accuracy="high"), "key 'test_accuracy' = 'high': expected a number in [0, 1]"),
-    (lambda d: d.update(test_accuracy=93.1), "key 'test_accuracy' = 93.1: expected a number in [0, 1]"),
-    (lambda d: d.update(model="vit"), "key 'model' = 'vit': expected 'cnn' (the file name)"),
+@pytest.mark.parametrize("kind, mutate, message", [
+    ("train", lambda d: d.update(test_accuracy="high"),
+     "key 'test_accuracy' = 'high': Input should be a valid number"),
+    ("train", lambda d: d.update(test_accuracy=93.1),
+     "key 'test_accuracy' = 93.1: Input should be less than or equal to 1"),
+    ("train", lambda d: d.update(epochs=3),
+     "key 'epochs' is not expected here (written by another version of the code?)"),
+    ("train_details", lambda d: d.update(model="vit"),
+     "key 'model' = 'vit': expected 'cnn' (the file name)"),
 ])
-def test_wrong_values_are_named(tmp_path, mutate, message):
+def test_wrong_values_are_named(tmp_path, kind, mutate, message):
     paths = write_synthetic_inputs(tmp_path, {"cnn": MODELS["cnn"]})
-    path = paths.train_metrics / "cnn.json"
+    path = model_files(paths, "cnn")[kind]
     data = read_json(path)
     mutate(data)
     write_json(path, data)
     with pytest.raises(UserError, match=re.escape(message)):
+        load_inputs(["cnn"], paths)
+
+
+def test_bad_curve_points_are_named(tmp_path):
+    paths = write_synthetic_inputs(tmp_path, {"cnn": MODELS["cnn"]})
+    curves = paths.train_live / "cnn/plots/custom/curves.json"
+    curves.write_text(json.dumps([{"epoch": 1, "train_loss": 2.0, "test_accuracy": 0.5}]))
+    with pytest.raises(UserError, match=re.escape(f"{curves}: data row 1, column 'elapsed_s'")):
         load_inputs(["cnn"], paths)
 
 
@@ -431,8 +507,9 @@ def test_bad_csv_cells_and_unknown_classes_are_named(tmp_path):
 
 def stage_command(root: Path, params: Path) -> list[str]:
     return [sys.executable, str(REPO / "stages/report.py"), "--params", str(params),
-            "--data-metrics", "metrics/data.json", "--train-metrics", "metrics/train",
-            "--profile-metrics", "metrics/profile", "--curves", "plots/curves",
+            "--data-metrics", "metrics/data.json", "--data-details", "metrics/details/data.json",
+            "--train-live", "metrics/train", "--train-details", "metrics/details/train",
+            "--profile-metrics", "metrics/profile", "--profile-details", "metrics/details/profile",
             "--confusion", "plots/confusion", "--throughput", "plots/throughput",
             "--latency", "plots/latency", "--figures", "plots/figures",
             "--report", "metrics/report.json", "--summary", "metrics/summary.md"]
@@ -447,15 +524,14 @@ def test_stage_reports_a_missing_key_in_one_line_and_writes_nothing(tmp_path):
     done = subprocess.run(stage_command(tmp_path, params), cwd=tmp_path, capture_output=True, text=True,
                           env=env, timeout=120)
     assert done.returncode == 2, done.stderr
-    assert done.stderr.strip() == ("error: metrics/profile/vit.json: key 'throughput_img_s' is missing "
-                                   "(expected a finite number >= 0)")
+    assert done.stderr.strip() == "error: metrics/profile/vit.json: key 'throughput_img_s' is missing"
     assert not (tmp_path / "plots/figures").exists()
     assert not (tmp_path / "metrics/report.json").exists()
 
 
 def test_times_to_different_targets_name_them_and_crown_no_winner(tmp_path):
     paths = write_synthetic_inputs(tmp_path, {"cnn": MODELS["cnn"], "vit": {**MODELS["vit"], "ttt": 40.0}})
-    vit_file = paths.train_metrics / "vit.json"
+    vit_file = paths.train_details / "vit.json"
     vit = read_json(vit_file)
     vit["target_accuracy"] = 0.7
     write_json(vit_file, vit)

@@ -177,16 +177,16 @@ def stage_argv(stage: str, tmp: Path) -> list[str]:
     return p + {
         "download": ["--out", str(out / "raw")],
         "prepare": ["--raw", str(tmp / "raw"), "--out", str(out / "prepared"),
-                    "--metrics", str(out / "data.json")],
+                    "--metrics", str(out / "data.json"), "--details", str(out / "details.json")],
         "train": ["--model", "cnn", "--data", str(tmp / "prepared"),
-                  "--weights", str(out / "cnn.pt"), "--metrics", str(out / "train.json"),
-                  "--curves", str(out / "curves.csv"), "--run-curves", str(out / "runs.csv"),
-                  "--confusion", str(out / "confusion.csv")],
+                  "--weights", str(out / "cnn.pt"), "--live", str(out / "live"),
+                  "--details", str(out / "train.json"), "--confusion", str(out / "confusion.csv")],
         "profile_model": ["--model", "cnn", "--meta", str(tmp / "prepared" / "meta.json"),
                           "--weights", str(tmp / "cnn.pt"), "--metrics", str(out / "p.json"),
-                          "--throughput", str(out / "t.csv"), "--latency", str(out / "l.csv")],
-        "report": ["--data-metrics", str(tmp / "data.json"), "--train-metrics", str(tmp / "m"),
-                   "--profile-metrics", str(tmp / "m"), "--curves", str(tmp / "m"),
+                          "--details", str(out / "pd.json"), "--throughput", str(out / "t.csv"), "--latency", str(out / "l.csv")],
+        "report": ["--data-metrics", str(tmp / "data.json"), "--data-details", str(tmp / "d.json"),
+                   "--train-live", str(tmp / "m"), "--train-details", str(tmp / "m"),
+                   "--profile-metrics", str(tmp / "m"), "--profile-details", str(tmp / "m"),
                    "--confusion", str(tmp / "m"), "--throughput", str(tmp / "m"),
                    "--latency", str(tmp / "m"), "--figures", str(out / "figures"),
                    "--report", str(out / "report.json"), "--summary", str(out / "summary.md")],
@@ -201,7 +201,7 @@ def write_inputs(tmp: Path) -> None:
     save_prepared(PreparedData(classes=["a", "b", "c"], layout="imagefolder", source="t",
                                label="t", image_size=8, train_x=x, train_y=y, test_x=x,
                                test_y=y, mean=[0.5] * 3, std=[0.25] * 3),
-                  tmp / "prepared", tmp / "data.json")
+                  tmp / "prepared", tmp / "data.json", tmp / "data-details.json")
     (tmp / "cnn.pt").write_bytes(b"not reached")
 
 

@@ -145,16 +145,20 @@ def test_runs_summary_and_tables() -> None:
     runs, state = training.runs, training.weights
     assert [r.seed for r in runs] == [5, 6]
     assert all(v.device.type == "cpu" for v in state.values())
-    m = results.summarize_runs("cnn", "cnn", c.train, training, n_params=123,
-                               breakdown_ms={"data": 1.0}, env={"device": "cpu"})
-    assert m["compile_mode"] == "eager" and m["breakdown_ms"] == {"data": 1.0}
+    env = {"device": "cpu", "device_name": "Test CPU", "dtype": "fp32", "torch_version": "2",
+           "cuda_version": None, "tf32": False, "cpu_threads": 2, "cpu_count": 2,
+           "python_version": "3.11", "threads": 2, "host_load_1m": None, "oversubscribed": False}
+    step = {"data": 1.0, "forward": 2.0, "backward": 3.0, "optimizer": 0.5}
+    headline, m = results.summarize_runs("cnn", "cnn", c.train, training, n_params=123,
+                                         breakdown_ms=step, env=env)
+    assert m.compile_mode == "eager" and m.breakdown_ms.model_dump() == step
     accs = [r.test_accuracy for r in runs]
-    assert m["test_accuracy"] == pytest.approx(sum(accs) / 2)
-    assert m["test_accuracy_std"] == pytest.approx(float(np.std(accs, ddof=1)))
-    assert m["run_1"]["seed"] == 6 and m["runs"] == 2 and m["params"] == 123
+    assert headline.test_accuracy == pytest.approx(sum(accs) / 2)
+    assert headline.test_accuracy_std == pytest.approx(float(np.std(accs, ddof=1)))
+    assert m.per_run[1].seed == 6 and m.runs == 2 and m.params == 123
     curves = results.mean_curves(runs)
-    assert curves[0]["train_loss"] == pytest.approx(sum(r.curves[0]["train_loss"] for r in runs) / 2)
-    assert len(results.run_curves(runs)) == 2
+    assert curves[0].train_loss == pytest.approx(sum(r.curves[0]["train_loss"] for r in runs) / 2)
+    assert [c.run for c in results.run_curves(runs)] == [0, 1]
     rows = results.confusion_rows(runs[0].predictions, data.y_test, data.classes)
     assert len(rows) == 60 and set(rows[0]) == {"actual", "predicted"}
     assert sum(r["actual"] == r["predicted"] for r in rows) / 60 == pytest.approx(runs[0].test_accuracy)

@@ -267,9 +267,9 @@ def validate(raw: Any, model: type[R], source: str | Path) -> R:
         e = err.errors()[0]
         key = ".".join(str(p) for p in e["loc"]) or "(top level)"
         if e["type"] == "missing":
-            problem = "missing"
+            problem = "is missing"
         elif e["type"] == "extra_forbidden":
-            problem = "not expected here (written by a different version?)"
+            problem = "is not expected here (written by another version of the code?)"
         else:
             problem = f"= {e.get('input')!r:.80}: {e['msg']}"
         more = f" (and {err.error_count() - 1} more problems)" if err.error_count() > 1 else ""
