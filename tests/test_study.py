@@ -5,7 +5,6 @@ repository and runs `python -m cifarbench.study` on it."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess

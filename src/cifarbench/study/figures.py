@@ -6,6 +6,8 @@ colour-blind-safe colours; a model's recipes (``variant``) are told apart by mar
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
@@ -28,6 +30,7 @@ def _label(model: str, variant: str) -> str:
 
 
 def _markers(frame: pd.DataFrame) -> dict[tuple[str, str], str]:
+    """A marker per recipe, counted within each model."""
     out = {}
     for _, g in frame.groupby("model", sort=False):
         for i, key in enumerate(dict.fromkeys(zip(g["model"], g["variant"], strict=True))):
@@ -35,15 +38,21 @@ def _markers(frame: pd.DataFrame) -> dict[tuple[str, str], str]:
     return out
 
 
+def _recipes(frame: pd.DataFrame) -> Iterator[tuple[str, str, pd.DataFrame]]:
+    """(model, variant, rows) per recipe, in the frame's order."""
+    for (model, variant), g in frame.groupby(["model", "variant"], sort=False):
+        yield str(model), str(variant), g
+
+
 def accuracy_vs_data(frame: pd.DataFrame, colors: dict[str, Color], caption: str) -> Figure:
     """Test accuracy against training-set size, one line per model and recipe; recipes that
     ran at one size only are left out when any recipe ran at several."""
     fig, (ax,) = new_figure(1, 1, width=7.5, height=5.2,
                             title="Test accuracy vs training-set size", caption=caption)
-    groups = list(frame.groupby(["model", "variant"], sort=False))
-    swept = [(k, g) for k, g in groups if g["train_images"].nunique() > 1]
+    groups = list(_recipes(frame))
+    swept = [r for r in groups if r[2]["train_images"].nunique() > 1]
     markers = _markers(frame)
-    for (model, variant), g in swept or groups:
+    for model, variant, g in swept or groups:
         g = g.groupby("train_images", as_index=False).agg(
             test_accuracy=("test_accuracy", "mean"), test_accuracy_std=("test_accuracy_std", "max"),
             runs=("runs", "min"))
@@ -66,7 +75,7 @@ def accuracy_vs_cost(frame: pd.DataFrame, colors: dict[str, Color], caption: str
     markers = _markers(frame)
     for ax, column, xlabel in ((axes[0], "train_flops", "training FLOPs per run (log scale)"),
                                (axes[1], "train_time_s", "training wall time per run (s, log scale)")):
-        for (model, variant), g in frame.groupby(["model", "variant"], sort=False):
+        for model, variant, g in _recipes(frame):
             g = g.sort_values(column)
             ax.errorbar(g[column], 100 * g["test_accuracy"], yerr=_errors(g), capsize=3,
                         color=colors[model], marker=markers[(model, variant)], lw=1.2,
@@ -94,13 +103,14 @@ def accuracy_vs_throughput(frame: pd.DataFrame, colors: dict[str, Color], captio
                             title=f"Accuracy vs inference throughput ({n:,} training images)",
                             caption=caption)
     markers = _markers(frame)
-    for (model, variant), g in rows.groupby(["model", "variant"], sort=False):
+    for model, variant, g in _recipes(rows):
         ax.errorbar(g["throughput_img_s"], 100 * g["test_accuracy"], yerr=_errors(g), capsize=3,
                     color=colors[model], marker=markers[(model, variant)], ls="none", ms=8,
                     label=_label(model, variant))
-        for r in g.itertuples():
-            ax.annotate(f"{r.params / 1e6:.2g}M", (r.throughput_img_s, 100 * r.test_accuracy),
-                        xytext=(5, 4), textcoords="offset points", fontsize=8, color="0.3")
+        for params, thr, acc in zip(g["params"].tolist(), g["throughput_img_s"].tolist(),
+                                    g["test_accuracy"].tolist(), strict=True):
+            ax.annotate(f"{params / 1e6:.2g}M", (thr, 100 * acc), xytext=(5, 4),
+                        textcoords="offset points", fontsize=8, color="0.3")
     front = rows[pareto_front(rows)].sort_values("throughput_img_s")
     ax.step(front["throughput_img_s"], 100 * front["test_accuracy"], where="pre", color="0.4",
             ls="--", lw=1, label="Pareto front", zorder=0)

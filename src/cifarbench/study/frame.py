@@ -178,10 +178,10 @@ def caption(frame: pd.DataFrame) -> str:
     budgets = []
     for model, g in frame.groupby("model", sort=False):
         rules = []
-        for (rule, epochs, full), _ in g.groupby(["budget", "epochs", "full_train_images"],
-                                                 sort=False, dropna=False):
+        for rule, epochs, full in zip(g["budget"].tolist(), g["epochs"].tolist(),
+                                      g["full_train_images"].tolist(), strict=True):
             if rule == "steps":
-                whole = f"{int(full):,}" if not pd.isna(full) else "?"
+                whole = "?" if full is None or math.isnan(full) else f"{int(full):,}"
                 rules.append(f"fixed steps ({epochs:g} epochs of the whole {whole}-image split)")
             else:
                 rules.append(f"fixed epochs ({epochs:g} passes over each training set)")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 
 from cifarbench.report.style import fmt_number
@@ -40,4 +42,4 @@ def study_markdown(frame: pd.DataFrame, caption: str) -> str:
 
 
 def _num(value: float, fmt: str) -> str:
-    return "?" if pd.isna(value) else fmt.format(value)
+    return "?" if math.isnan(value) else fmt.format(value)
