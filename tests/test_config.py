@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from project_params import params_with, raw_params
 
-from cifarbench.config import ParamsError, parse_params
+from cifarbench.config import ParamsError, budget_epochs, parse_params
 
 
 def _leaf_keys(node: dict, prefix: str = "") -> list[str]:
@@ -62,3 +62,47 @@ def test_vit_tokens_must_match_its_position_embeddings(arch, image_size, expecte
 def test_vit_geometries_that_fit_are_accepted(arch, image_size) -> None:
     params = params_with({"data": {"image_size": image_size}, "models": {"vit": {"arch": arch}}})
     assert params.models["vit"].arch.patch_size == arch["patch_size"]
+
+
+# ------------------------------------------------------------------------- budget rule
+
+
+def _train(budget: str, epochs: float = 10.0, batch_size: int = 100):
+    return params_with({"models": {"cnn": {"train": {"budget": budget, "epochs": epochs,
+                                                     "batch_size": batch_size}}}}).models["cnn"].train
+
+
+def test_budget_is_a_required_literal():
+    with pytest.raises(ParamsError, match=r"models.cnn.train.budget = 'flops': Input should be "
+                                          r"'epochs' or 'steps'"):
+        params_with({"models": {"cnn": {"train": {"budget": "flops"}}}})
+    raw = raw_params()
+    del raw["models"]["vit"]["train"]["budget"]
+    with pytest.raises(ParamsError, match="models.vit.train.budget: required key is missing"):
+        parse_params(raw)
+
+
+@pytest.mark.parametrize("budget", ["epochs", "steps"])
+def test_budget_rules_agree_on_the_whole_split(budget):
+    assert budget_epochs(_train(budget, epochs=9.5), 50_000, 50_000) == 9.5
+
+
+def test_budget_epochs_keeps_passes_over_the_subset():
+    assert budget_epochs(_train("epochs", epochs=10), 3_125, 50_000) == 10.0
+
+
+@pytest.mark.parametrize(("train_images", "batch_size"),
+                         [(3_125, 1024), (6_250, 512), (25_000, 1024), (50, 1024), (999, 7)])
+def test_budget_steps_keeps_the_optimizer_steps_of_the_whole_split(train_images, batch_size):
+    """The training loop's count: round(epochs * (n // batch)) steps, batch capped at n."""
+    cfg = _train("steps", epochs=9.9, batch_size=batch_size)
+    full = 50_000
+    epochs = budget_epochs(cfg, train_images, full)
+    steps = round(epochs * (train_images // min(batch_size, train_images)))
+    assert steps == round(9.9 * (full // batch_size))
+    assert epochs > 9.9  # a subset is passed over more often
+
+
+def test_budget_epochs_refuses_a_subset_larger_than_the_split():
+    with pytest.raises(ValueError, match=r"train_images \(600\) <= full_train_images \(500\)"):
+        budget_epochs(_train("steps"), 600, 500)

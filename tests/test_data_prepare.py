@@ -396,6 +396,7 @@ def test_subsets_through_prepare(tmp_path):
     data = prepare_dataset(raw, train_size=10, test_size=6, seed=3, log=QUIET, limits=LIMITS)
     assert np.bincount(data.train_y).tolist() == [4, 3, 3]
     assert np.bincount(data.test_y).tolist() == [2, 2, 2]
+    assert data.meta()["train_images"] == 10 and data.meta()["source_train_images"] == 24
     again = prepare_dataset(raw, train_size=10, test_size=6, seed=3, log=QUIET, limits=LIMITS)
     assert np.array_equal(data.train_x, again.train_x)
     with pytest.raises(UserError, match=r"data.train_size = 25 is larger than the train split "
@@ -435,7 +436,7 @@ def test_load_prepared_checks_meta_against_the_arrays(tmp_path):
     save_split(tmp_path / "train.npz", x, y)
     save_split(tmp_path / "test.npz", x[:3], y[:3])
     meta = {"classes": ["a", "b", "c"], "num_classes": 3, "image_size": 4, "mean": [0.5] * 3,
-            "std": [0.25] * 3, "label": "abc"}
+            "std": [0.25] * 3, "label": "abc", "source_train_images": 6}
     (tmp_path / "meta.json").write_text(json.dumps(meta))
     got, (x2, y2), (x3, _) = load_prepared(tmp_path)
     assert got.classes == ["a", "b", "c"] and got.mean == [0.5] * 3
@@ -485,6 +486,7 @@ def test_download_and_prepare_scripts_end_to_end(tmp_path):
     assert np.array_equal(x[0], pixels["mydata/train/cat/000.png"]) and len(y) == 12
     meta = json.loads((tmp_path / "data/prepared/meta.json").read_text())
     assert meta["classes"] == ["cat", "dog", "frog"] and meta["source"] == "mydata.tar.gz"
+    assert meta["train_images"] == 12 and meta["source_train_images"] == 12
     details = json.loads((tmp_path / "metrics/details/data.json").read_text())
     assert details["test_class_counts"] == {"cat": 2, "dog": 2, "frog": 2}
     assert meta["label"] == details["label"] == "mydata"

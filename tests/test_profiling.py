@@ -325,7 +325,8 @@ def write_inputs(tmp_path: Path, image_size: int = 16, classes: int = 3) -> dict
              "meta": tmp_path / "meta.json"}
     paths["meta"].write_text(json.dumps({"num_classes": classes, "image_size": image_size,
                                          "classes": [f"c{i}" for i in range(classes)],
-                                         "mean": [0.5] * 3, "std": [0.25] * 3}))
+                                         "mean": [0.5] * 3, "std": [0.25] * 3,
+                                         "source_train_images": 100}))
     p = load_params(paths["params"])
     for name in ("cnn", "vit"):
         paths[name] = tmp_path / f"{name}.pt"

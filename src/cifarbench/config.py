@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 import reprlib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Protocol
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -81,6 +81,10 @@ class TrainConfig(_Strict):
     """The optimisation recipe of one model."""
 
     epochs: Annotated[float, Field(ge=1.0, le=10_000)]  # may be fractional (airbench: 9.9)
+    # What `epochs` holds fixed when data.train_size shrinks the split (see budget_epochs):
+    # "epochs" = passes over the subset; "steps" = the optimizer steps of `epochs` passes over
+    # the source's whole train split (a smaller subset is seen more often).
+    budget: Literal["epochs", "steps"]
     batch_size: PositiveInt
     optimizer: Literal["sgd", "adamw"]
     lr: Annotated[float, Field(gt=0.0)]  # peak learning rate, after warm-up
@@ -104,6 +108,41 @@ class TrainConfig(_Strict):
     compile: bool  # torch.compile the model (compile time reported apart)
     warmup_steps: Annotated[int, Field(ge=0)]  # untimed steps before run 0 (then reset)
     breakdown_steps: Annotated[int, Field(ge=0, le=100)]  # synchronised steps timed per part
+
+
+class Budget(Protocol):
+    """What :func:`budget_epochs` reads of a TrainConfig (the study passes plain values too)."""
+
+    @property
+    def budget(self) -> str: ...
+    @property
+    def epochs(self) -> float: ...
+    @property
+    def batch_size(self) -> int: ...
+
+
+def budget_epochs(train: Budget, train_images: int, full_train_images: int) -> float:
+    """Epochs to train on ``train_images`` images under the budget rule ``train.budget``.
+
+    ``epochs``: ``train.epochs`` passes over whatever training set is used, so a subset of 1/16
+    of the split gets 1/16 of the optimizer steps. ``steps``: as many optimizer steps as
+    ``train.epochs`` passes over the source's whole train split of ``full_train_images`` images
+    (data.train_size = null), so every subset gets the same steps and the same training FLOPs,
+    and a subset of 1/16 is passed over about 16 times as often. Steps are counted as the
+    training loop counts them: ``n // batch`` per epoch (the last partial batch is dropped),
+    with the batch capped at ``n``; so ``round(result * (train_images // batch))`` equals the
+    full split's ``round(train.epochs * (full_train_images // batch))`` exactly.
+    """
+    if train_images < 1 or full_train_images < train_images:
+        raise ValueError(f"need 1 <= train_images ({train_images}) <= full_train_images "
+                         f"({full_train_images})")
+    if train.budget == "epochs":
+        return float(train.epochs)
+    if train.budget != "steps":
+        raise ValueError(f"budget = {train.budget!r}: expected 'epochs' or 'steps'")
+    full_steps_per_epoch = full_train_images // min(train.batch_size, full_train_images)
+    steps_per_epoch = train_images // min(train.batch_size, train_images)
+    return train.epochs * full_steps_per_epoch / steps_per_epoch
 
 
 class CNNArch(_Strict):

@@ -74,6 +74,7 @@ class PreparedData:
     test_y: np.ndarray  # (M,) int64
     mean: list[float]  # per channel (R, G, B), 0-1 scale, train split
     std: list[float]
+    source_train_images: int  # the source's whole train split, before data.train_size
 
     def class_counts(self, y: np.ndarray) -> dict[str, int]:
         counts = np.bincount(y, minlength=len(self.classes))
@@ -84,7 +85,8 @@ class PreparedData:
         return {"classes": self.classes, "num_classes": len(self.classes),
                 "image_size": self.image_size, "mean": self.mean, "std": self.std,
                 "layout": self.layout, "source": self.source, "label": self.label,
-                "train_images": len(self.train_y), "test_images": len(self.test_y)}
+                "train_images": len(self.train_y), "test_images": len(self.test_y),
+                "source_train_images": self.source_train_images}
 
     def metrics(self) -> DataMetrics:
         """``metrics/data.json`` (a DVC metric)."""
@@ -108,6 +110,7 @@ class DataMeta(BaseModel):
     classes: Annotated[list[str], Field(min_length=1)]  # label i is classes[i]
     mean: Annotated[list[float], Field(min_length=3, max_length=3)]  # per channel, 0-1 scale
     std: Annotated[list[Annotated[float, Field(gt=0)]], Field(min_length=3, max_length=3)]
+    source_train_images: Annotated[int, Field(ge=1)]  # before data.train_size (budget_epochs)
 
     @model_validator(mode="after")
     def _one_name_per_class(self) -> DataMeta:
@@ -168,7 +171,8 @@ def prepare_dataset(raw_dir: str | Path, *, image_size: int = 32, train_size: in
           f"({time.perf_counter() - start:.1f} s)", file=log)
     return PreparedData(classes=classes, layout=kind, source=str(record.get("source", entry)),
                         label=label, image_size=image_size, train_x=train_x, train_y=train_y,
-                        test_x=test_x, test_y=test_y, mean=mean, std=std)
+                        test_x=test_x, test_y=test_y, mean=mean, std=std,
+                        source_train_images=sum(counts["train"]))
 
 
 def check_memory(images: int, image_size: int, limits: Limits) -> None:
