@@ -50,7 +50,8 @@ def main(argv: list[str] | None = None) -> None:
         raise UserError(str(exc)) from None
     meta, train_split, test_split = load_prepared(args.data)
     data = to_device_data(train_split, test_split, classes=meta.classes, mean=meta.mean,
-                          std=meta.std, device=rt.device)
+                          std=meta.std, device=rt.device,
+                          source_train_images=meta.source_train_images)
 
     def build() -> torch.nn.Module:
         return build_model(cfg, num_classes=data.num_classes, image_size=data.image_size)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from project_params import params_with, raw_params
 
-from cifarbench.config import ParamsError, budget_epochs, parse_params
+from cifarbench.config import ParamsError, budget_epoch_steps, budget_epochs, parse_params
 
 
 def _leaf_keys(node: dict, prefix: str = "") -> list[str]:
@@ -106,3 +106,8 @@ def test_budget_steps_keeps_the_optimizer_steps_of_the_whole_split(train_images,
 def test_budget_epochs_refuses_a_subset_larger_than_the_split():
     with pytest.raises(ValueError, match=r"train_images \(600\) <= full_train_images \(500\)"):
         budget_epochs(_train("steps"), 600, 500)
+
+
+@pytest.mark.parametrize("budget, steps", [("epochs", 3), ("steps", 48)])
+def test_budget_epoch_steps_counts_a_pass_over_the_set_or_the_split(budget, steps):
+    assert budget_epoch_steps(_train(budget, batch_size=100), 350, 4_800) == steps

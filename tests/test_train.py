@@ -1,5 +1,6 @@
 """The training loop on tiny data: schedules, loss decrease, determinism, divergence, metrics."""
 
+import dataclasses
 import math
 
 import numpy as np
@@ -162,3 +163,28 @@ def test_runs_summary_and_tables() -> None:
     rows = results.confusion_rows(runs[0].predictions, data.y_test, data.classes)
     assert len(rows) == 60 and set(rows[0]) == {"actual", "predicted"}
     assert sum(r["actual"] == r["predicted"] for r in rows) / 60 == pytest.approx(runs[0].test_accuracy)
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.records: list = []
+
+    def epoch_end(self, record) -> None:
+        self.records.append(record)
+
+
+@pytest.mark.parametrize("budget, passes, evaluations", [("epochs", 2, 2), ("steps", 8, 2)])
+def test_budget_rule_sets_steps_passes_and_evaluations(budget, passes, evaluations):
+    """192 images of a 768-image split, batch 32: 6 steps a pass. `epochs` trains 2 passes;
+    `steps` trains the 2 x 24 steps of the whole split (8 passes), still evaluating per epoch."""
+    c = cfg("cnn", epochs=2, budget=budget, eval_every=1)
+    data = dataclasses.replace(tiny_data(), source_train_images=768)
+    seen = Recorder()
+    torch.manual_seed(0)
+    r = train_run(build_model(c, num_classes=3, image_size=16), data, c, CPU32, seed=0,
+                  name="cnn", progress=seen)
+    assert len(seen.records) == passes
+    assert r.train_throughput_img_s > 0
+    assert [p["epoch"] for p in r.curves] == [1.0, 2.0][:evaluations]
+    assert sum(rec.test_accuracy is not None for rec in seen.records) == evaluations
+    assert seen.records[-1].epoch == 2.0  # epochs of the budget, whatever the rule

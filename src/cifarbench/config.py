@@ -81,7 +81,7 @@ class TrainConfig(_Strict):
     """The optimisation recipe of one model."""
 
     epochs: Annotated[float, Field(ge=1.0, le=10_000)]  # may be fractional (airbench: 9.9)
-    # What `epochs` holds fixed when data.train_size shrinks the split (see budget_epochs):
+    # What `epochs` holds fixed when data.train_size shrinks the split (budget_epoch_steps):
     # "epochs" = passes over the subset; "steps" = the optimizer steps of `epochs` passes over
     # the source's whole train split (a smaller subset is seen more often).
     budget: Literal["epochs", "steps"]
@@ -121,28 +121,29 @@ class Budget(Protocol):
     def batch_size(self) -> int: ...
 
 
-def budget_epochs(train: Budget, train_images: int, full_train_images: int) -> float:
-    """Epochs to train on ``train_images`` images under the budget rule ``train.budget``.
-
-    ``epochs``: ``train.epochs`` passes over whatever training set is used, so a subset of 1/16
-    of the split gets 1/16 of the optimizer steps. ``steps``: as many optimizer steps as
-    ``train.epochs`` passes over the source's whole train split of ``full_train_images`` images
-    (data.train_size = null), so every subset gets the same steps and the same training FLOPs,
-    and a subset of 1/16 is passed over about 16 times as often. Steps are counted as the
-    training loop counts them: ``n // batch`` per epoch (the last partial batch is dropped),
-    with the batch capped at ``n``; so ``round(result * (train_images // batch))`` equals the
-    full split's ``round(train.epochs * (full_train_images // batch))`` exactly.
-    """
+def budget_epoch_steps(train: Budget, train_images: int, full_train_images: int) -> int:
+    """Optimizer steps in one epoch of the budget, the unit of ``epochs``, ``eval_every``,
+    ``mix_off_epochs`` and ``whiten_bias_epochs``: a pass over the ``train_images`` used
+    (``budget: epochs``) or over the source's whole train split of ``full_train_images``
+    (``budget: steps``). Steps are counted as the training loop counts them: ``n // batch`` per
+    pass (the last partial batch is dropped), with the batch capped at ``n``."""
     if train_images < 1 or full_train_images < train_images:
         raise ValueError(f"need 1 <= train_images ({train_images}) <= full_train_images "
                          f"({full_train_images})")
-    if train.budget == "epochs":
-        return float(train.epochs)
-    if train.budget != "steps":
-        raise ValueError(f"budget = {train.budget!r}: expected 'epochs' or 'steps'")
-    full_steps_per_epoch = full_train_images // min(train.batch_size, full_train_images)
-    steps_per_epoch = train_images // min(train.batch_size, train_images)
-    return train.epochs * full_steps_per_epoch / steps_per_epoch
+    n = full_train_images if train.budget == "steps" else train_images
+    return n // min(train.batch_size, n)
+
+
+def budget_epochs(train: Budget, train_images: int, full_train_images: int) -> float:
+    """Passes over the ``train_images`` used that ``train.epochs`` epochs of the budget make.
+
+    ``epochs``: ``train.epochs`` passes, so a subset of 1/16 of the split gets 1/16 of the
+    optimizer steps. ``steps``: as many optimizer steps as ``train.epochs`` passes over the whole
+    split, so every subset gets the same steps and training FLOPs, and a subset of 1/16 is
+    passed over about 16 times as often.
+    """
+    passes = budget_epoch_steps(train, train_images, full_train_images)
+    return train.epochs * passes / (train_images // min(train.batch_size, train_images))
 
 
 class CNNArch(_Strict):

@@ -13,7 +13,6 @@ Everything here runs between epochs, after the epoch's clock has stopped (see
 
 from __future__ import annotations
 
-import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,9 +38,13 @@ class LiveProgress:
         from dvclive import Live  # imported here: it opens the DVC repository it runs in
 
         self.live = Live(dir=str(directory), save_dvc_exp=False, dvcyaml=None, report=None)
-        self.bar = tqdm(total=runs * math.ceil(epochs), desc=f"train@{name}", unit="epoch",
-                        file=log, disable=None, dynamic_ncols=True, leave=True)
+        # in epochs of the budget (a pass over the data, or the steps of one over the whole
+        # split under `budget: steps`), so fractional updates
+        self.bar = tqdm(total=runs * epochs, desc=f"train@{name}", unit="epoch", file=log,
+                        disable=None, dynamic_ncols=True, leave=True,
+                        bar_format="{l_bar}{bar}| {n:.1f}/{total:g} epochs [{elapsed}<{remaining}{postfix}]")
         self.lines = PrintProgress(name, epochs, log) if self.bar.disable else None
+        self.run, self.epoch = 0, 0.0  # where the bar stands
 
     def epoch_end(self, r: EpochRecord) -> None:
         live = self.live
@@ -56,8 +59,11 @@ class LiveProgress:
         shown = {"run": r.run, "loss": f"{r.train_loss:.4f}"}
         if r.test_accuracy is not None:
             shown["acc"] = f"{r.test_accuracy:.4f}"
+        if r.run != self.run:
+            self.run, self.epoch = r.run, 0.0
         self.bar.set_postfix(shown, refresh=False)
-        self.bar.update(1)
+        self.bar.update(r.epoch - self.epoch)
+        self.epoch = r.epoch
         if self.lines is not None:
             self.lines.epoch_end(r)
 

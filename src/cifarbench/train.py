@@ -31,7 +31,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from cifarbench import augment
-from cifarbench.config import ModelConfig, TrainConfig
+from cifarbench.config import ModelConfig, TrainConfig, budget_epoch_steps
 from cifarbench.errors import UserError
 from cifarbench.models import has_conv, init_from_data, late_frozen_params
 from cifarbench.profiling.memory import host_peak_rss_mb
@@ -51,6 +51,7 @@ class DeviceData:
     mean: torch.Tensor  # (1, C, 1, 1) float32, 0-255 scale
     std: torch.Tensor  # (1, C, 1, 1) float32, 0-255 scale
     classes: tuple[str, ...]
+    source_train_images: int | None = None  # the source's whole train split (None: x_train's)
 
     @property
     def num_classes(self) -> int:
@@ -67,7 +68,7 @@ class DeviceData:
 
 def to_device_data(train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray],
                    *, classes: list[str], mean: list[float], std: list[float],
-                   device: torch.device) -> DeviceData:
+                   device: torch.device, source_train_images: int | None = None) -> DeviceData:
     """Prepared NHWC uint8 arrays (mean/std on a 0-1 scale) -> :class:`DeviceData`."""
 
     def images(x: np.ndarray) -> torch.Tensor:
@@ -80,7 +81,7 @@ def to_device_data(train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray,
         return torch.tensor(v, dtype=torch.float32, device=device).view(1, -1, 1, 1) * 255.0
 
     return DeviceData(images(train[0]), labels(train[1]), images(test[0]), labels(test[1]),
-                      stat(mean), stat(std), tuple(classes))
+                      stat(mean), stat(std), tuple(classes), source_train_images)
 
 
 # ------------------------------------------------------------------------------ pure maths
@@ -263,8 +264,12 @@ class Trainer:
         self.gen = torch.Generator(device=dev).manual_seed(seed)
         n = len(data.x_train)
         self.batch_size = min(cfg.batch_size, n)
-        self.steps_per_epoch = n // self.batch_size  # last partial batch dropped (BatchNorm)
-        self.total_steps = max(1, int(round(cfg.epochs * self.steps_per_epoch)))
+        self.steps_per_epoch = n // self.batch_size  # one pass; last partial batch dropped (BatchNorm)
+        # the unit of every epoch count in the recipe: a pass over the training set, or over
+        # the source's whole train split under `budget: steps` (then a subset is passed over
+        # more often)
+        self.epoch_steps = budget_epoch_steps(cfg, n, data.source_train_images or n)
+        self.total_steps = max(1, int(round(cfg.epochs * self.epoch_steps)))
         sample = data.x_train[torch.randperm(n, device=dev, generator=self.gen)[:5000]]
         init_from_data(model, data.normalize(sample))
         self.augment = augment.BatchAugment(
@@ -273,8 +278,8 @@ class Trainer:
             host=np.random.default_rng(seed), memory_format=memory_format(model))
         # mixup/cutmix switch off for the last mix_off_epochs (CCT)
         self.mix_until_step = self.total_steps - int(round(model_cfg.augment.mix_off_epochs
-                                                           * self.steps_per_epoch))
-        late = [(p, int(round(epochs * self.steps_per_epoch)))
+                                                           * self.epoch_steps))
+        late = [(p, int(round(epochs * self.epoch_steps)))
                 for p, epochs in late_frozen_params(model, model_cfg)]
         self.opt = make_optimizer(model, cfg, dev, late)
         self.scaler = torch.amp.GradScaler(dev.type) if rt.needs_grad_scaler else None
@@ -354,6 +359,8 @@ def train_run(model: nn.Module, data: DeviceData, model_cfg: ModelConfig, rt: Ru
     train_time = eval_time = 0.0
     time_to_target = None
     step = epoch = 0
+    eval_interval = max(1, int(round(cfg.eval_every * run.epoch_steps)))  # steps
+    next_eval = eval_interval
     model.train()
     while step < total:
         rt.synchronize()
@@ -378,7 +385,8 @@ def train_run(model: nn.Module, data: DeviceData, model_cfg: ModelConfig, rt: Ru
         if max_steps is not None:
             continue
         acc = None
-        if epoch % cfg.eval_every == 0 or step >= total:
+        if step >= next_eval or step >= total:
+            next_eval = (step // eval_interval + 1) * eval_interval
             # The accuracy the target is defined on: with the run's test-time augmentation.
             t_eval = time.perf_counter()
             acc, _, _ = evaluate(run.ema.module if run.ema else model, data, rt, tta=cfg.tta,
@@ -386,11 +394,11 @@ def train_run(model: nn.Module, data: DeviceData, model_cfg: ModelConfig, rt: Ru
             eval_time += time.perf_counter() - t_eval
             if time_to_target is None and acc >= cfg.target_accuracy:
                 time_to_target = train_time
-            curves.append({"epoch": round(step / run.steps_per_epoch, 3), "train_loss": train_loss,
+            curves.append({"epoch": round(step / run.epoch_steps, 3), "train_loss": train_loss,
                            "test_accuracy": acc, "elapsed_s": train_time})
         if progress is not None:
             progress.epoch_end(EpochRecord(
-                run=run_index, epoch=round(step / run.steps_per_epoch, 3), train_loss=train_loss,
+                run=run_index, epoch=round(step / run.epoch_steps, 3), train_loss=train_loss,
                 lr=cfg.lr * lr_at(step - 1, run.total_steps, cfg),
                 img_s=steps_this_epoch * run.batch_size / max(epoch_s, 1e-9),
                 elapsed_s=train_time, test_accuracy=acc))
