@@ -124,7 +124,8 @@ def test_cifar_python_arrays_match_the_batches_exactly(tmp_path):
     assert data.classes == CIFAR_NAMES and data.layout == "cifar-python"
     meta, details = data.meta(), data.details()
     assert meta["train_images"] == 200 and meta["test_images"] == 50 and meta["num_classes"] == 10
-    assert data.metrics().model_dump() == {"train_images": 200, "test_images": 50, "num_classes": 10}
+    assert data.metrics().model_dump() == {"train_images": 200, "test_images": 50, "num_classes": 10,
+                                           "source_train_images": 200}
     assert sum(details.train_class_counts.values()) == 200
     assert details.test_class_counts["cat"] == int((arrays["test_batch"][1] == 3).sum())
 

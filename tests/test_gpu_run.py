@@ -32,7 +32,7 @@ def test_gpu_run_dry_run(tmp_path: Path) -> None:
     assert "our loop (device-resident data" in summary
     with tarfile.open(out / "results.tgz") as tar:
         names = set(tar.getnames())
-    assert {"dvc.lock", "params.yaml", "metrics/train/cnn.json", "metrics/profile/vit.json",
+    assert {"dvc.lock", "params.yaml", "metrics/train/cnn/metrics.json", "metrics/profile/vit.json",
             "metrics/summary.md"} <= names
     assert (out / "cnn.pt").stat().st_size > 0 and (out / "vit.pt").stat().st_size > 0
     assert len(list(out.iterdir())) <= 8  # what the device tool brings back

@@ -89,7 +89,8 @@ def write_synthetic_inputs(root: Path, models: dict[str, dict[str, Any]]) -> Rep
                         profile_details=root / "metrics/details/profile",
                         confusion=root / "plots/confusion", throughput=root / "plots/throughput",
                         latency=root / "plots/latency")
-    write_record(paths.data_metrics, DataMetrics(num_classes=3, train_images=300, test_images=90))
+    write_record(paths.data_metrics, DataMetrics(num_classes=3, train_images=300, test_images=90,
+                                                 source_train_images=300))
     write_record(paths.data_details, DataDetails(
         label=DATA_LABEL, image_size=32, train_class_counts={c: 100 for c in CLASSES},
         test_class_counts={c: 30 for c in CLASSES}))

@@ -75,9 +75,10 @@ class Environment(Record):
 class DataMetrics(Record):
     """``metrics/data.json`` (DVC metric)."""
 
-    train_images: Count
-    test_images: Count
+    train_images: Count  # after data.train_size
+    test_images: Count  # after data.test_size
     num_classes: PosInt
+    source_train_images: PosInt  # the source's whole train split (the `steps` budget's unit)
 
 
 class DataDetails(Record):

@@ -91,7 +91,8 @@ class PreparedData:
     def metrics(self) -> DataMetrics:
         """``metrics/data.json`` (a DVC metric)."""
         return DataMetrics(num_classes=len(self.classes), train_images=len(self.train_y),
-                           test_images=len(self.test_y))
+                           test_images=len(self.test_y),
+                           source_train_images=self.source_train_images)
 
     def details(self) -> DataDetails:
         """``metrics/details/data.json``."""
