@@ -3,6 +3,8 @@
 Paths come from dvc.yaml; the work is in ``cifarbench.data.fetch``. The output folder is
 filled under a temporary name and renamed into place: nothing appears unless it arrived
 complete, within the ``data.*`` caps, matched its checksum and opened as a known layout.
+A relative ``data.source`` resolves against the project, also from an experiment's temporary
+copy (``dvc exp run --temp``, ``--queue``).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from pathlib import Path
 
 from cifarbench.cli import run_stage
 from cifarbench.config import load_params
-from cifarbench.data import SOURCE_RECORD, Limits, fetch_source
+from cifarbench.data import SOURCE_RECORD, Limits, fetch_source, project_root
 from cifarbench.io import atomic_dir, write_json
 
 
@@ -29,7 +31,7 @@ def main(argv: list[str] | None = None) -> None:
     with atomic_dir(args.out) as out:
         record = fetch_source(data.source, out, sha256=data.sha256, md5=data.md5,
                               timeout_s=data.timeout_s, retries=data.retries,
-                              limits=Limits.from_config(data))
+                              limits=Limits.from_config(data), root=project_root())
         write_json(out / SOURCE_RECORD, record)
 
 

@@ -277,6 +277,59 @@ def test_missing_source_and_unknown_scheme(tmp_path):
         fetch_source("ftp://example.com/x.tar.gz", tmp_path / "raw", limits=LIMITS)
 
 
+# ------------------------------------------------------------------- relative local sources
+
+
+@pytest.mark.parametrize(("cwd", "dvc_root", "expected"), [
+    ("proj", "proj", "proj"),                                    # dvc repro, dvc exp run
+    ("proj/.dvc/tmp/exps/standalone/tmp1", "proj", "proj"),     # dvc exp run --temp
+    ("proj/.dvc/tmp/exps/tmp2", "proj", "proj"),                # a queued experiment
+    ("proj/.dvc/tmp/exps/tmp2", "proj/.dvc/tmp/exps/tmp2", "proj"),  # DVC_ROOT = the copy
+    ("proj/.dvc/tmp/exps/tmp2/sub", None, "proj"),              # stage run by hand in a copy
+    ("proj", None, "proj"),                                     # stage run by hand
+    ("proj", "elsewhere", "proj"),                              # DVC_ROOT inherited: ignored
+    ("proj/.dvc/tmp/exps", None, "proj/.dvc/tmp/exps"),         # not inside a copy
+])
+def test_project_root(tmp_path, cwd, dvc_root, expected):
+    env = {} if dvc_root is None else {"DVC_ROOT": str(tmp_path / dvc_root)}
+    assert fetch.project_root(tmp_path / cwd, env) == tmp_path / expected
+    relative = {"DVC_ROOT": "proj"}  # not absolute: not DVC's, ignored
+    assert fetch.project_root(tmp_path / "proj" / "a", relative) == tmp_path / "proj" / "a"
+
+
+def test_relative_source_resolves_against_root_and_is_recorded_as_written(data_archive,
+                                                                        tmp_path, monkeypatch):
+    project = tmp_path / "proj"
+    copy = project / ".dvc" / "tmp" / "exps" / "tmp1"
+    copy.mkdir(parents=True)
+    monkeypatch.chdir(copy)  # where the stage runs for `dvc exp run --temp`
+    data_archive.with_name("tiny.tar.gz.sha256").write_text(f"{_sha256(data_archive)}  x\n")
+    log = io.StringIO()
+    for source in ("../src/tiny.tar.gz", "file://../src/tiny.tar.gz"):
+        out = tmp_path / f"raw{len(source)}"
+        record = fetch_source(source, out, root=project, limits=LIMITS, log=log)
+        assert record["source"] == source and record["verified"] == "../src/tiny.tar.gz.sha256"
+        assert (out / "tiny.tar.gz").read_bytes() == data_archive.read_bytes()
+    assert f"(read from {project / '../src/tiny.tar.gz'})" in log.getvalue()
+    # a relative directory source resolves the same way
+    (tmp_path / "imgs").mkdir()
+    for name, data in IMAGEFOLDER.items():
+        (tmp_path / "imgs" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "imgs" / name).write_bytes(data)
+    record = fetch_source("../imgs", tmp_path / "rawdir", root=project, limits=LIMITS, log=log)
+    assert record == {**record, "source": "../imgs", "kind": "directory", "name": "imgs"}
+
+
+def test_missing_relative_source_names_the_param_and_the_path_tried(tmp_path):
+    project = tmp_path / "proj"
+    project.mkdir()
+    with pytest.raises(UserError) as err:
+        fetch_source("../data/c.tar.gz", tmp_path / "raw", root=project, limits=LIMITS)
+    text = str(err.value)
+    assert "data.source = '../data/c.tar.gz'" in text
+    assert repr(str(project / "../data/c.tar.gz")) in text and repr(str(project)) in text
+
+
 # ------------------------------------------------------------------------- broken or unsafe
 
 

@@ -701,7 +701,8 @@ def test_stage_failures_on_hostile_input_are_one_line_exit_2(tmp_path):
     proc = _stage("download.py", "--params", params, "--out", "data/raw", cwd=tmp_path)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 2 and err.count("\n") == 1
-    assert err.startswith("error: mydata: unsafe link 'train/ant/s.png'")
+    assert err.startswith(f"error: mydata (read from {tmp_path / 'mydata'}): unsafe link "
+                          "'train/ant/s.png'")
     assert _entries(tmp_path / "data") == []
     params.write_bytes(b"data: {source: '\xff'}\n")
     proc = _stage("download.py", "--params", params, "--out", "data/raw", cwd=tmp_path)

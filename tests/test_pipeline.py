@@ -7,95 +7,27 @@ runs nothing, and a models.vit edit reruns exactly train@vit, profile@vit and re
 from __future__ import annotations
 
 import json
-import os
-import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
-from PIL import Image
-from project_params import raw_params
+from dvc_project import ALL_STAGES, dvc, make_imagefolder, make_project, stages_run
 
 from cifarbench.schema import ProfileDetails, ProfileMetrics, TrainDetails, TrainMetrics, read_record
 
-ROOT = Path(__file__).resolve().parents[1]
-
 pytestmark = pytest.mark.slow
-
-# Overrides of the project's own params.yaml (every key DVC tracks must exist in the file).
-TINY_OVERRIDES = {
-    "device": "cpu",
-    "precision": "fp32",
-    "threads": 1,  # more than the cores is refused; CI runners may have one
-    "data": {"image_size": 16},
-    "models": {
-        "cnn": {"arch": {"widths": [8, 16, 16]},
-                "train": {"epochs": 1, "batch_size": 16, "lr": 0.1, "runs": 1,
-                          "target_accuracy": 0.2, "breakdown_steps": 1, "compile": False}},
-        "vit": {"arch": {"patch_size": 4, "dim": 16, "depth": 1, "heads": 2},
-                "train": {"epochs": 1, "batch_size": 16, "runs": 1, "target_accuracy": 0.2,
-                          "breakdown_steps": 1, "eval_every": 1, "compile": False}},
-    },
-    "profile": {"batch_sizes": [1, 4], "warmup_iters": 1, "iters": 3, "latency_runs": 10,
-                "precisions": ["fp32"], "compile": False, "max_seconds_per_config": 2},
-}
-
-
-def _make_imagefolder(root: Path, classes=("ant", "bee", "cat"), n_train=16, n_test=6) -> None:
-    rng = np.random.default_rng(0)
-    for split, n in (("train", n_train), ("test", n_test)):
-        for k, cls in enumerate(classes):
-            d = root / split / cls
-            d.mkdir(parents=True)
-            for i in range(n):
-                img = rng.integers(0, 60, (16, 16, 3), dtype=np.uint8)
-                img[..., k] += 150  # each class has its own dominant channel: learnable
-                Image.fromarray(img).save(d / f"{i}.png")
-
-
-def _run(args: list[str], cwd: Path) -> str:
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
-    env.pop("DVC_SITE_CACHE_DIR", None)
-    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, f"{' '.join(args)} failed:\n{out}"
-    return out
-
-
-def _dvc(*args: str, cwd: Path) -> str:
-    return _run([sys.executable, "-m", "dvc", *args], cwd)
-
-
-def _stages_run(repro_output: str) -> set[str]:
-    return set(re.findall(r"Running stage '([^']+)'", repro_output))
 
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> Path:
     work = tmp_path_factory.mktemp("pipeline")
     images = work / "bee-wings"  # named in the captions: report.data_label stays null
-    _make_imagefolder(images)
-    repo = work / "repo"
-    repo.mkdir()
-    for name in ("dvc.yaml", ".dvcignore"):
-        shutil.copy(ROOT / name, repo / name)
-    shutil.copytree(ROOT / "stages", repo / "stages")
-    shutil.copytree(ROOT / "src", repo / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    params = raw_params(TINY_OVERRIDES)
-    params["data"]["source"] = str(images)
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    _run(["git", "init", "-q"], repo)
-    _run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-q", "--allow-empty", "-m", "init"], repo)
-    _dvc("init", "-q", cwd=repo)
-    _dvc("config", "core.analytics", "false", cwd=repo)
-    out = _dvc("repro", cwd=repo)
-    assert _stages_run(out) == {"download", "prepare", "train@cnn", "train@vit",
-                                "profile@cnn", "profile@vit", "report"}, out
+    make_imagefolder(images)
+    repo = make_project(work / "repo", str(images))
+    out = dvc("repro", cwd=repo)
+    assert stages_run(out) == ALL_STAGES, out
     return repo
 
 
@@ -138,7 +70,7 @@ def test_repro_writes_every_metric(repo: Path) -> None:
 
 
 def test_metrics_show_lists_the_headline_only(repo: Path) -> None:
-    shown = json.loads(_dvc("metrics", "show", "--json", cwd=repo))
+    shown = json.loads(dvc("metrics", "show", "--json", cwd=repo))
     files = next(iter(shown.values()))["data"]
     assert set(files) == {"metrics/data.json", "metrics/train/cnn/metrics.json",
                           "metrics/train/vit/metrics.json", "metrics/profile/cnn.json",
@@ -151,28 +83,28 @@ def test_metrics_show_lists_the_headline_only(repo: Path) -> None:
 
 def test_exp_show_fits_the_column_budget(repo: Path) -> None:
     """The issue's goal: at most 30 metric columns in `dvc exp show`."""
-    rows = json.loads(_dvc("exp", "show", "--json", cwd=repo))
+    rows = json.loads(dvc("exp", "show", "--json", cwd=repo))
     metric_files = rows[0]["data"]["metrics"]  # the workspace row
     columns = {(f, k) for f, d in metric_files.items() for k in d["data"]}
     assert 0 < len(columns) <= 30, sorted(columns)
 
 
 def test_second_repro_runs_nothing(repo: Path) -> None:
-    assert "up to date" in _dvc("status", cwd=repo).lower() or \
-        _dvc("status", cwd=repo).strip() == "Data and pipelines are up to date."
-    assert _stages_run(_dvc("repro", cwd=repo)) == set()
+    assert "up to date" in dvc("status", cwd=repo).lower() or \
+        dvc("status", cwd=repo).strip() == "Data and pipelines are up to date."
+    assert stages_run(dvc("repro", cwd=repo)) == set()
 
 
 def test_vit_edit_reruns_only_vit_and_report(repo: Path) -> None:
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["models"]["vit"]["train"]["lr"] = 0.002
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    status = _dvc("status", cwd=repo)
+    status = dvc("status", cwd=repo)
     assert "train@vit" in status
     for other in ("train@cnn", "profile@cnn", "download", "prepare"):
         assert other not in status, status
-    assert _stages_run(_dvc("repro", cwd=repo)) == {"train@vit", "profile@vit", "report"}
-    assert _stages_run(_dvc("repro", cwd=repo)) == set()
+    assert stages_run(dvc("repro", cwd=repo)) == {"train@vit", "profile@vit", "report"}
+    assert stages_run(dvc("repro", cwd=repo)) == set()
 
 
 def test_bad_param_fails_fast_without_outputs(repo: Path, tmp_path: Path) -> None:

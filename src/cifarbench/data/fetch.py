@@ -9,6 +9,12 @@ else a ``<archive>.sha256`` (or ``.md5``) file beside a local archive. Without a
 with the host unreachable) it gives up within about :data:`CONNECT_BUDGET_S` seconds and says how
 to point ``data.source`` at a local copy.
 
+A relative local path (or ``file://`` URL) resolves against the project root
+(:func:`project_root`), not the stage's working directory: ``dvc exp run --temp`` and queued
+experiments run the stage in a copy of the project under ``<project>/.dvc/tmp/exps/``, where
+``../shared/...`` would point somewhere else. The record keeps the path as written, so
+``data/raw`` hashes the same on every machine.
+
 What a source can cost is capped (:class:`~cifarbench.data.sources.Limits`): the bytes kept
 (``data.max_source_gib``, from the announced size before any byte arrives, then while
 streaming), the whole download's duration (``data.download_deadline_s``) and its rate
@@ -32,6 +38,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, TextIO
@@ -73,20 +80,23 @@ class Digests:
 
 def fetch_source(source: str, out_dir: str | Path, *, sha256: str | None = None,
                  md5: str | None = None, timeout_s: float = 30.0, retries: int = 3,
-                 backoff_s: float = 1.0, limits: Limits, log: TextIO | None = None) -> dict:
+                 backoff_s: float = 1.0, limits: Limits, root: Path | None = None,
+                 log: TextIO | None = None) -> dict:
     """Fetch ``source`` into ``out_dir`` (verified) and return the ``source.json`` record.
 
     The fetched entry is ``out_dir/<archive name>`` or ``out_dir/<dir name>/``; the record is
     ``{"source", "kind": "archive"|"directory", "name", "sha256", "md5", "verified"}`` where
     ``verified`` names the checksum that matched (null when none was known). ``limits`` are
-    the ``data.*`` caps (:meth:`Limits.from_config`).
+    the ``data.*`` caps (:meth:`Limits.from_config`). A relative local ``source`` resolves
+    against ``root`` (default: the current directory; the download stage passes
+    :func:`project_root`); the record keeps ``source`` as given.
     """
     out_dir = Path(out_dir)
     created = not out_dir.exists()
     try:
         return _fetch(source, out_dir, sha256=sha256, md5=md5, timeout_s=timeout_s,
                       retries=retries, backoff_s=backoff_s, limits=limits,
-                      log=log or sys.stderr)
+                      root=Path.cwd() if root is None else root, log=log or sys.stderr)
     except BaseException:
         # leave no trace of a failed fetch: not even the empty folder the writes created
         if created and out_dir.is_dir() and not any(out_dir.iterdir()):
@@ -95,9 +105,10 @@ def fetch_source(source: str, out_dir: str | Path, *, sha256: str | None = None,
 
 
 def _fetch(source: str, out_dir: Path, *, sha256: str | None, md5: str | None,
-           timeout_s: float, retries: int, backoff_s: float, limits: Limits,
+           timeout_s: float, retries: int, backoff_s: float, limits: Limits, root: Path,
            log: TextIO) -> dict:
-    url, path = _classify(source)
+    url, path = _classify(source, root)
+    found = "" if path is None or path.is_absolute() else f" (read from {root / path})"
     if url is not None:
         name = _url_name(url)
         checks = expected_checksums(source, name, sha256=sha256, md5=md5)
@@ -107,50 +118,62 @@ def _fetch(source: str, out_dir: Path, *, sha256: str | None, md5: str | None,
             verify(url, digests, checks)
             inspect_source(tmp, label=url, limits=limits)
         kind = "archive"
-    elif path is not None and path.is_dir():
+    elif path is not None and (root / path).is_dir():
         if sha256 or md5:
             raise UserError(f"data.source = {_shown(source)} is a directory, but data.sha256/"
                             "data.md5 checksum a single file; unset them or point data.source at"
                             " an archive")
-        name = path.resolve().name
+        name = (root / path).resolve().name
         dest = out_dir / name
         dest.parent.mkdir(parents=True, exist_ok=True)
-        if dest.resolve().is_relative_to(path.resolve()):
-            raise UserError(f"data.source = {_shown(source)} contains the output {dest}; choose "
-                            "a source outside it")
-        with open_source(path, limits) as src:
-            src.verify()
-            detect_layout(src)
-            _copy_dir(src, dest, limits)
+        if dest.resolve().is_relative_to((root / path).resolve()):
+            raise UserError(f"data.source = {_shown(source)}{found} contains the output {dest}; "
+                            "choose a source outside it")
+        try:
+            with open_source(root / path, limits) as src:
+                src.verify()
+                detect_layout(src)
+                _copy_dir(src, dest, limits)
+        except UserError as exc:  # name the folder as data.source gives it
+            text = str(exc)
+            prefix = f"{root / path}:"
+            if text.startswith(prefix):
+                text = f"{path}{found}:{text[len(prefix):]}"
+            raise UserError(text) from None
         digests, checks, kind = None, [], "directory"
     else:
         assert path is not None  # _classify returns a URL or a local path
         name = path.name
-        checks = expected_checksums(source, name, sha256=sha256, md5=md5, local=path)
+        checks = expected_checksums(source, name, sha256=sha256, md5=md5, local=path, root=root)
         with atomic_path(out_dir / name) as tmp:
             try:
-                with open(path, "rb") as src, open(tmp, "wb") as dst:
+                with open(root / path, "rb") as src, open(tmp, "wb") as dst:
                     _check_source_size(os.fstat(src.fileno()).st_size, source, limits)
                     digests = _copy_stream(src, dst, total=None, desc=None, log=log,
-                                           limits=limits, label=source)
+                                           limits=limits, label=source + found)
             except OSError as exc:
-                raise UserError(f"data.source = {_shown(source)}: cannot read "
+                raise UserError(f"data.source = {_shown(source)}{found}: cannot read "
                                 f"({exc.strerror})") from None
-            verify(source, digests, checks)
-            inspect_source(tmp, label=source, limits=limits)
+            verify(source + found, digests, checks)
+            inspect_source(tmp, label=source + found, limits=limits)
         kind = "archive"
     verified = "; ".join(c.origin for c in checks) or None
     size = f"{digests.size / 2**20:.1f} MiB, " if digests else ""
     checked = f"checksum matches {verified}" if verified else "no checksum known"
-    print(f"download: {source} -> {name} ({size}{checked})", file=log)
+    print(f"download: {source}{found} -> {name} ({size}{checked})", file=log)
     return {"source": source, "kind": kind, "name": name,
             "sha256": digests.sha256 if digests else None, "md5": digests.md5 if digests else None,
             "verified": verified}
 
 
 def expected_checksums(source: str, name: str, *, sha256: str | None = None,
-                       md5: str | None = None, local: Path | None = None) -> list[Checksum]:
-    """The checksums a fetched file must match: params, the official MD5, or a sidecar file."""
+                       md5: str | None = None, local: Path | None = None,
+                       root: Path | None = None) -> list[Checksum]:
+    """The checksums a fetched file must match: params, the official MD5, or a sidecar file.
+
+    ``local`` is the local source as written (relative to ``root``, default the current
+    directory); a sidecar is named the same way, so the record does not depend on ``root``.
+    """
     checks = []
     if sha256:
         checks.append(Checksum("sha256", sha256.lower(), "data.sha256"))
@@ -165,8 +188,9 @@ def expected_checksums(source: str, name: str, *, sha256: str | None = None,
     if not checks and local is not None:
         for algo, length in (("sha256", 64), ("md5", 32)):
             sidecar = local.with_name(f"{local.name}.{algo}")
-            if sidecar.is_file():
-                checks.append(Checksum(algo, _read_sidecar(sidecar, length), str(sidecar)))
+            found = (Path.cwd() if root is None else root) / sidecar
+            if found.is_file():
+                checks.append(Checksum(algo, _read_sidecar(found, length), str(sidecar)))
     return checks
 
 
@@ -210,8 +234,34 @@ def _shown(source: str, limit: int = 200) -> str:
     return text if len(text) <= limit else f"{text[:limit - 4]}...'"
 
 
-def _classify(source: str) -> tuple[str | None, Path | None]:
-    """(url, None) for http(s); (None, path) for file:// URLs and local paths."""
+def project_root(cwd: Path | None = None, environ: Mapping[str, str] | None = None) -> Path:
+    """The project a stage runs for, which relative local sources resolve against.
+
+    DVC sets ``DVC_ROOT`` for every stage command: the project for ``dvc repro`` and ``dvc exp
+    run``, and the original project, not the copy the stage runs in, for ``dvc exp run --temp``
+    and queued experiments (``dvc/repo/experiments/queue/base.py``). It is used when the
+    working directory (default: the current one) lies inside it, so a value inherited from
+    another process is ignored; otherwise the working directory is. Either way, a path inside
+    an experiment copy, ``<project>/.dvc/tmp/exps/<copy>/...``, gives ``<project>`` (DVC
+    versions that set ``DVC_ROOT`` to the copy).
+    """
+    cwd = Path.cwd() if cwd is None else cwd
+    env = os.environ if environ is None else environ
+    base = cwd
+    dvc_root = env.get("DVC_ROOT")
+    if dvc_root and Path(dvc_root).is_absolute() and \
+            cwd.resolve().is_relative_to(Path(dvc_root).resolve()):
+        base = Path(dvc_root)
+    parts = base.parts
+    for i in range(1, len(parts) - 3):
+        if parts[i:i + 3] == (".dvc", "tmp", "exps"):
+            return Path(*parts[:i])
+    return base
+
+
+def _classify(source: str, root: Path) -> tuple[str | None, Path | None]:
+    """(url, None) for http(s); (None, path as written) for file:// URLs and local paths, the
+    path existing under ``root`` (where a relative one resolves)."""
     try:
         parts = urllib.parse.urlsplit(source)
         parts.port  # noqa: B018 - raises ValueError for a port out of range or not a number
@@ -240,11 +290,12 @@ def _classify(source: str) -> tuple[str | None, Path | None]:
                         "(allowed: http://, https://, file://, a local archive or directory)")
     else:
         path = Path(source)
-    if "\x00" in str(path) or not path.exists():
-        raise UserError(f"data.source = {_shown(source)}: no such file or directory "
-                        f"({_shown(str(path.absolute()))}; relative paths are resolved from the "
-                        "directory dvc runs in)")
-    if not (path.is_dir() or path.is_file()):  # /dev/zero or a FIFO would never end
+    if "\x00" in str(path) or not (root / path).exists():
+        where = "" if path.is_absolute() else (
+            f"; a relative path resolves against the project root, {_shown(str(root))}")
+        raise UserError(f"data.source = {_shown(source)}: no such file or directory (looked "
+                        f"for {_shown(str(root / path))}{where})")
+    if not ((root / path).is_dir() or (root / path).is_file()):  # /dev/zero, a FIFO: endless
         raise UserError(f"data.source = {_shown(source)}: not a regular file or a directory")
     return None, path
 
