@@ -42,3 +42,10 @@ def write_params(path: Path, overrides: dict[str, Any] | None = None) -> Path:
 
 
 LIMITS = Limits.from_config(params_with().data)  # the data.* caps of params.yaml
+
+
+def prep(**overrides: Any) -> dict[str, Any]:
+    """prepare_dataset's keyword arguments from params.yaml's data section (and ``seed``)."""
+    p = params_with()
+    return {"image_size": p.data.image_size, "train_size": p.data.train_size,
+            "test_size": p.data.test_size, "seed": p.seed, **overrides}

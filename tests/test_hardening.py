@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from project_params import LIMITS, write_params
+from project_params import LIMITS, prep, write_params
 
 from cifarbench import cli
 from cifarbench.config import ParamsError, load_params
@@ -283,7 +283,7 @@ def test_prepare_refuses_arrays_over_the_memory_cap_before_allocating(tmp_path):
     raw = _raw(tmp_path, _tar(tmp_path / "d.tar.gz", IMAGEFOLDER))
     tracemalloc.start()
     with pytest.raises(UserError) as err:  # 8 images x 512 x 512 x 3 = 6 MiB > 4 MiB
-        prepare_dataset(raw, image_size=512, limits=_limits(arrays_bytes=4 * MiB), log=QUIET)
+        prepare_dataset(raw, **prep(image_size=512), limits=_limits(arrays_bytes=4 * MiB), log=QUIET)
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert peak < 4 * MiB
@@ -327,24 +327,24 @@ def test_image_pixel_cap_is_one_line_and_replaces_pils_warning():
 
 def test_prepare_outputs_appear_together(tmp_path, monkeypatch):
     raw = _raw(tmp_path, _tar(tmp_path / "d.tar.gz", IMAGEFOLDER))
-    data = prepare_dataset(raw, image_size=4, log=QUIET, limits=LIMITS)
+    data = prepare_dataset(raw, **prep(image_size=4), log=QUIET, limits=LIMITS)
     out, metrics = tmp_path / "prepared", tmp_path / "metrics" / "data.json"
     save_prepared(data, out, metrics, tmp_path / "metrics" / "details.json")
     assert _entries(out) == ["meta.json", "test.npz", "train.npz"]
     assert json.loads(metrics.read_text())["train_images"] == 4
     before = {p.name: p.read_bytes() for p in out.iterdir()}
 
-    import cifarbench.data.prepare as prep
-    real = prep.save_split
+    import cifarbench.data.prepare as prepare_module
+    real = prepare_module.save_split
 
     def fail_second(path, x, y):  # the kill lands between two outputs
         if path.name == "test.npz":
             raise KeyboardInterrupt
         real(path, x, y)
 
-    monkeypatch.setattr(prep, "save_split", fail_second)
+    monkeypatch.setattr(prepare_module, "save_split", fail_second)
     with pytest.raises(KeyboardInterrupt):
-        save_prepared(prepare_dataset(raw, image_size=8, log=QUIET, limits=LIMITS), out, metrics,
+        save_prepared(prepare_dataset(raw, **prep(image_size=8), log=QUIET, limits=LIMITS), out, metrics,
                       tmp_path / "details.json")
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # the old set, whole
     assert not metrics.exists()  # no metrics that describe other arrays: DVC reruns prepare
@@ -367,7 +367,7 @@ def _cifar_files(per_batch: int, protocol: int) -> dict[str, bytes]:
 def test_cifar_batches_pickled_by_python3_at_protocol_2_load(tmp_path):
     src = _tar(tmp_path / "c.tar.gz", _cifar_files(10, protocol=2))
     sha = hashlib.sha256(src.read_bytes()).hexdigest()
-    data = prepare_dataset(_raw(tmp_path, src, sha256=sha), log=QUIET, limits=LIMITS)
+    data = prepare_dataset(_raw(tmp_path, src, sha256=sha), **prep(), log=QUIET, limits=LIMITS)
     assert data.train_x.shape == (50, 32, 32, 3) and data.classes[0] == "c0"
 
 

@@ -20,7 +20,7 @@ import pytest
 from matplotlib.figure import Figure
 from matplotlib.text import Text
 from PIL import Image
-from project_params import LIMITS, params_with, raw_params
+from project_params import LIMITS, params_with, prep, raw_params
 
 from cifarbench.config import Params, parse_params
 from cifarbench.data import fetch_source, prepare_dataset
@@ -373,7 +373,7 @@ def test_own_imagefolder_is_named_and_cifar_named_nowhere(tmp_path):
                     images / split / c / f"{i}.png")
     raw = tmp_path / "data/raw"
     write_json(raw / "source.json", fetch_source(str(images), raw, log=io.StringIO(), limits=LIMITS))
-    data = prepare_dataset(raw, image_size=8, log=io.StringIO(), limits=LIMITS)
+    data = prepare_dataset(raw, **prep(image_size=8), log=io.StringIO(), limits=LIMITS)
     paths = write_synthetic_inputs(tmp_path, {"cnn": MODELS["cnn"], "vit": MODELS["vit"]})
     write_record(paths.data_metrics, data.metrics())
     write_record(paths.data_details, data.details())

@@ -201,7 +201,8 @@ def write_inputs(tmp: Path) -> None:
     y = np.arange(6, dtype=np.int64) % 3
     save_prepared(PreparedData(classes=["a", "b", "c"], layout="imagefolder", source="t",
                                label="t", image_size=8, train_x=x, train_y=y, test_x=x,
-                               test_y=y, mean=[0.5] * 3, std=[0.25] * 3),
+                               test_y=y, mean=[0.5] * 3, std=[0.25] * 3,
+                               source_train_images=6),
                   tmp / "prepared", tmp / "data.json", tmp / "data-details.json")
     (tmp / "cnn.pt").write_bytes(b"not reached")
 

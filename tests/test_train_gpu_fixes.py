@@ -159,7 +159,7 @@ def test_late_frozen_group_keeps_its_decay_and_lr_scale() -> None:
 def test_fp32_means_fp32() -> None:
     with tf32(True):
         assert tf32_enabled()
-        resolve_runtime("cpu", "fp32", log=DEVNULL)
+        resolve_runtime("cpu", "fp32", None, log=DEVNULL)
         assert not tf32_enabled()  # resolving a runtime turns TF32 off
     assert not tf32_enabled()
 

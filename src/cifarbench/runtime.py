@@ -57,8 +57,8 @@ def cpu_has_native_bf16() -> bool:
     return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
 
 
-def resolve_runtime(device: str = "auto", precision: str = "auto", threads: int | None = None,
-                    *, log: TextIO = sys.stderr) -> Runtime:
+def resolve_runtime(device: str, precision: str, threads: int | None, *,
+                    log: TextIO = sys.stderr) -> Runtime:
     """Turn the ``device``/``precision``/``threads`` params into a :class:`Runtime`.
 
     A setting this machine cannot honour raises :class:`UserError` with one line naming the

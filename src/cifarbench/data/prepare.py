@@ -121,8 +121,8 @@ class DataMeta(BaseModel):
         return self
 
 
-def prepare_dataset(raw_dir: str | Path, *, image_size: int = 32, train_size: int | None = None,
-                    test_size: int | None = None, seed: int = 0, limits: Limits,
+def prepare_dataset(raw_dir: str | Path, *, image_size: int, train_size: int | None,
+                    test_size: int | None, seed: int, limits: Limits,
                     log: TextIO | None = None) -> PreparedData:
     """Read what the download stage fetched into ``raw_dir`` and build both splits within the
     ``data.*`` caps of ``limits``."""
