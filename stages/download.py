@@ -30,7 +30,6 @@ def main(argv: list[str] | None = None) -> None:
     data = load_params(args.params).data
     with atomic_dir(args.out) as out:
         record = fetch_source(data.source, out, sha256=data.sha256, md5=data.md5,
-                              timeout_s=data.timeout_s, retries=data.retries,
                               limits=Limits.from_config(data), root=project_root())
         write_json(out / SOURCE_RECORD, record)
 

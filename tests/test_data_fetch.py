@@ -11,6 +11,7 @@ import tarfile
 import threading
 import time
 import zipfile
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -23,7 +24,8 @@ from cifarbench.config import OFFICIAL_CIFAR10_URL
 from cifarbench.data import OFFICIAL_CIFAR10_MD5, fetch, fetch_source, open_source
 from cifarbench.errors import UserError
 
-FAST = {"timeout_s": 0.3, "retries": 3, "backoff_s": 0.01}
+FAST_LIMITS = replace(LIMITS, timeout_s=0.3, retries=3)  # a local test server answers at once
+FAST_BACKOFF_S = 0.01
 
 
 # ------------------------------------------------------------------------------ tiny archives
@@ -141,7 +143,7 @@ def test_http_download_is_verified_renamed_and_shows_progress(data_archive, data
     body = data_archive.read_bytes()
     url, srv = data_http(body)
     out = tmp_path / "raw"
-    record = fetch_source(url, out, sha256=_sha256(data_archive), limits=LIMITS, **FAST)
+    record = fetch_source(url, out, sha256=_sha256(data_archive), backoff_s=FAST_BACKOFF_S, limits=FAST_LIMITS)
     assert (out / "tiny.tar.gz").read_bytes() == body
     assert _leftovers(out) == ["tiny.tar.gz"]  # no temporary file left behind
     assert record == {"source": url, "kind": "archive", "name": "tiny.tar.gz",
@@ -156,7 +158,7 @@ def test_checksum_mismatch_discards_the_download(data_archive, data_http, tmp_pa
     url, _ = data_http(data_archive.read_bytes())
     wrong = "0" * 64
     with pytest.raises(UserError) as err:
-        fetch_source(url, tmp_path / "raw", sha256=wrong, limits=LIMITS, **FAST)
+        fetch_source(url, tmp_path / "raw", sha256=wrong, backoff_s=FAST_BACKOFF_S, limits=FAST_LIMITS)
     msg = str(err.value)
     assert f"checksum mismatch for {url}" in msg
     assert f"SHA256 is {_sha256(data_archive)}, expected {wrong} (data.sha256)" in msg
@@ -166,7 +168,7 @@ def test_checksum_mismatch_discards_the_download(data_archive, data_http, tmp_pa
 def test_official_archive_name_is_held_to_the_published_md5(data_archive, data_http, tmp_path):
     url, _ = data_http(data_archive.read_bytes(), name="cifar-10-python.tar.gz")
     with pytest.raises(UserError, match=f"expected {OFFICIAL_CIFAR10_MD5}"):
-        fetch_source(url, tmp_path / "raw", limits=LIMITS, **FAST)
+        fetch_source(url, tmp_path / "raw", backoff_s=FAST_BACKOFF_S, limits=FAST_LIMITS)
     assert _leftovers(tmp_path / "raw") == []
     # The official URL is checked against it even when the user adds a checksum of their own.
     checks = fetch.expected_checksums(OFFICIAL_CIFAR10_URL, "cifar-10-python.tar.gz",
@@ -179,7 +181,7 @@ def test_official_archive_name_is_held_to_the_published_md5(data_archive, data_h
 def test_transient_failures_are_retried(failure, data_archive, data_http, tmp_path, capsys):
     body = data_archive.read_bytes()
     url, srv = data_http(body, plan=[failure, failure, "ok"])
-    fetch_source(url, tmp_path / "raw", limits=LIMITS, **FAST)
+    fetch_source(url, tmp_path / "raw", backoff_s=FAST_BACKOFF_S, limits=FAST_LIMITS)
     assert len(srv.requests) == 3
     assert (tmp_path / "raw" / "tiny.tar.gz").read_bytes() == body
     err = capsys.readouterr().err
@@ -192,7 +194,7 @@ def test_a_server_that_keeps_stalling_fails_naming_the_settings(data_archive, da
     url, srv = data_http(data_archive.read_bytes(), plan=["stall"])
     start = time.monotonic()
     with pytest.raises(UserError) as err:
-        fetch_source(url, tmp_path / "raw", timeout_s=0.3, retries=1, backoff_s=0.01, limits=LIMITS)
+        fetch_source(url, tmp_path / "raw", backoff_s=0.01, limits=replace(LIMITS, timeout_s=0.3, retries=1))
     assert time.monotonic() - start < 3
     assert len(srv.requests) == 2
     msg = str(err.value)
@@ -203,7 +205,7 @@ def test_a_server_that_keeps_stalling_fails_naming_the_settings(data_archive, da
 def test_http_404_is_not_retried(data_http, tmp_path):
     url, srv = data_http(b"", plan=[404])
     with pytest.raises(UserError, match="HTTP 404"):
-        fetch_source(url, tmp_path / "raw", limits=LIMITS, **FAST)
+        fetch_source(url, tmp_path / "raw", backoff_s=FAST_BACKOFF_S, limits=FAST_LIMITS)
     assert len(srv.requests) == 1
 
 
@@ -217,7 +219,7 @@ def test_unreachable_host_fails_fast_and_says_how_to_use_a_local_copy(tmp_path):
     url = f"http://127.0.0.1:{_closed_port()}/cifar-10-python.tar.gz"
     start = time.monotonic()
     with pytest.raises(UserError) as err:
-        fetch_source(url, tmp_path / "raw", timeout_s=30, retries=3, backoff_s=0.05, limits=LIMITS)
+        fetch_source(url, tmp_path / "raw", backoff_s=0.05, limits=replace(LIMITS, timeout_s=30, retries=3))
     assert time.monotonic() - start < 5
     msg = str(err.value)
     assert msg.startswith(f"cannot reach {url}: connection refused (4 attempts")
@@ -229,7 +231,7 @@ def test_connect_budget_caps_a_host_that_never_answers(data_http, tmp_path, monk
     url, _ = data_http(b"", plan=["stall_headers"])
     start = time.monotonic()
     with pytest.raises(UserError, match="cannot reach .* timed out"):
-        fetch_source(url, tmp_path / "raw", timeout_s=10, retries=5, backoff_s=0.2, limits=LIMITS)
+        fetch_source(url, tmp_path / "raw", backoff_s=0.2, limits=replace(LIMITS, timeout_s=10, retries=5))
     assert time.monotonic() - start < 2.5  # not 6 x 10 s
 
 
@@ -409,5 +411,5 @@ def test_inward_links_are_read_as_their_target(tmp_path):
 def test_failed_fetch_leaves_no_output_folder(tmp_path):
     out = tmp_path / "raw"
     with pytest.raises(UserError, match="cannot reach"):  # port 9 (discard) is closed here
-        fetch_source("http://127.0.0.1:9/cifar.tar.gz", out, retries=0, timeout_s=2, limits=LIMITS)
+        fetch_source("http://127.0.0.1:9/cifar.tar.gz", out, limits=replace(LIMITS, retries=0, timeout_s=2))
     assert not out.exists()

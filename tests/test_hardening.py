@@ -103,12 +103,11 @@ def test_zip_bomb_is_refused_from_its_declared_size_without_reading_it(tmp_path)
     bomb = _zip(tmp_path / "bomb.zip", {**IMAGEFOLDER, "train/ant/zeros.png": bytes(32 * MiB)})
     assert bomb.stat().st_size < 100_000
     tracemalloc.start()
-    start = time.monotonic()
     with pytest.raises(UserError) as err:
         fetch_source(str(bomb), tmp_path / "raw", limits=_limits(member_bytes=MiB), log=QUIET)
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
-    assert time.monotonic() - start < 5 and peak < 8 * MiB
+    assert peak < 8 * MiB  # the 32 MiB member was never decompressed
     assert "member 'train/ant/zeros.png' is 32.0 MiB, over data.max_member_mib = 1" in \
         _one_line(err)
     assert _entries(tmp_path / "raw") == []
@@ -457,8 +456,8 @@ def test_a_trickling_server_is_cut_off_by_the_minimum_rate(mode, hostile, tmp_pa
     url = hostile(mode)
     start = time.monotonic()
     with pytest.raises(UserError) as err:
-        fetch_source(url, tmp_path / "raw", timeout_s=0.3, retries=3, backoff_s=0.01,
-                     limits=_limits(min_rate=1024), log=QUIET)
+        fetch_source(url, tmp_path / "raw", backoff_s=0.01, log=QUIET,
+                     limits=_limits(min_rate=1024, timeout_s=0.3, retries=3))
     assert time.monotonic() - start < 3  # 2 x timeout_s, not retried
     assert "slower than data.min_rate_kib_s = 1 over 0.6 s" in _one_line(err)
     assert _entries(tmp_path / "raw") == []
@@ -467,8 +466,7 @@ def test_a_trickling_server_is_cut_off_by_the_minimum_rate(mode, hostile, tmp_pa
 def test_an_endless_stream_stops_at_the_size_cap(hostile, tmp_path):
     url = hostile("endless")
     with pytest.raises(UserError) as err:
-        fetch_source(url, tmp_path / "raw", timeout_s=2, limits=_limits(source_bytes=2 * MiB),
-                     log=QUIET)
+        fetch_source(url, tmp_path / "raw", log=QUIET, limits=_limits(source_bytes=2 * MiB, timeout_s=2))
     assert "more than 2.0 MiB arrived, over data.max_source_gib" in _one_line(err)
     assert _entries(tmp_path / "raw") == []
 
@@ -478,7 +476,7 @@ def test_an_announced_size_over_the_cap_is_refused_before_reading(mode, hostile,
     url = hostile(mode)
     start = time.monotonic()
     with pytest.raises(UserError) as err:
-        fetch_source(url, tmp_path / "raw", timeout_s=2, log=QUIET, limits=LIMITS)
+        fetch_source(url, tmp_path / "raw", log=QUIET, limits=_limits(timeout_s=2))
     assert time.monotonic() - start < 2
     assert "(Content-Length) is " in _one_line(err) and "over data.max_source_gib = 4" in \
         str(err.value)
@@ -490,8 +488,7 @@ def test_the_deadline_bounds_a_slow_but_steady_download(hostile, tmp_path):
     url = hostile("slow")  # 64 kB/s: above the minimum rate, 10 MiB would take 160 s
     start = time.monotonic()
     with pytest.raises(UserError) as err:
-        fetch_source(url, tmp_path / "raw", timeout_s=2, retries=3,
-                     limits=_limits(deadline_s=1.5), log=QUIET)
+        fetch_source(url, tmp_path / "raw", log=QUIET, limits=_limits(deadline_s=1.5, timeout_s=2, retries=3))
     assert time.monotonic() - start < 4
     assert "not complete within data.download_deadline_s = 1.5" in _one_line(err)
     assert _entries(tmp_path / "raw") == []
@@ -499,7 +496,7 @@ def test_the_deadline_bounds_a_slow_but_steady_download(hostile, tmp_path):
 
 def test_a_redirect_loop_is_one_line(hostile, tmp_path):
     with pytest.raises(UserError) as err:
-        fetch_source(hostile("redirect"), tmp_path / "raw", timeout_s=2, log=QUIET, limits=LIMITS)
+        fetch_source(hostile("redirect"), tmp_path / "raw", log=QUIET, limits=_limits(timeout_s=2))
     assert "HTTP 302: a redirect loop, or more than 10 redirects" in _one_line(err)
 
 
@@ -517,7 +514,7 @@ def test_a_redirect_loop_is_one_line(hostile, tmp_path):
 ])
 def test_odd_urls_are_one_line(url, expected, tmp_path):
     with pytest.raises(UserError) as err:
-        fetch_source(url, tmp_path / "raw", timeout_s=1, retries=0, log=QUIET, limits=LIMITS)
+        fetch_source(url, tmp_path / "raw", log=QUIET, limits=_limits(timeout_s=1, retries=0))
     assert expected in _one_line(err)
     assert not (tmp_path / "raw").exists()
 

@@ -79,8 +79,8 @@ class Digests:
 
 
 def fetch_source(source: str, out_dir: str | Path, *, sha256: str | None = None,
-                 md5: str | None = None, timeout_s: float = 30.0, retries: int = 3,
-                 backoff_s: float = 1.0, limits: Limits, root: Path | None = None,
+                 md5: str | None = None, backoff_s: float = 1.0, limits: Limits,
+                 root: Path | None = None,
                  log: TextIO | None = None) -> dict:
     """Fetch ``source`` into ``out_dir`` (verified) and return the ``source.json`` record.
 
@@ -94,8 +94,7 @@ def fetch_source(source: str, out_dir: str | Path, *, sha256: str | None = None,
     out_dir = Path(out_dir)
     created = not out_dir.exists()
     try:
-        return _fetch(source, out_dir, sha256=sha256, md5=md5, timeout_s=timeout_s,
-                      retries=retries, backoff_s=backoff_s, limits=limits,
+        return _fetch(source, out_dir, sha256=sha256, md5=md5, backoff_s=backoff_s, limits=limits,
                       root=Path.cwd() if root is None else root, log=log or sys.stderr)
     except BaseException:
         # leave no trace of a failed fetch: not even the empty folder the writes created
@@ -105,7 +104,7 @@ def fetch_source(source: str, out_dir: str | Path, *, sha256: str | None = None,
 
 
 def _fetch(source: str, out_dir: Path, *, sha256: str | None, md5: str | None,
-           timeout_s: float, retries: int, backoff_s: float, limits: Limits, root: Path,
+           backoff_s: float, limits: Limits, root: Path,
            log: TextIO) -> dict:
     url, path = _classify(source, root)
     found = "" if path is None or path.is_absolute() else f" (read from {root / path})"
@@ -113,8 +112,8 @@ def _fetch(source: str, out_dir: Path, *, sha256: str | None, md5: str | None,
         name = _url_name(url)
         checks = expected_checksums(source, name, sha256=sha256, md5=md5)
         with atomic_path(out_dir / name) as tmp:
-            digests = download_url(url, tmp, name=name, timeout_s=timeout_s, retries=retries,
-                                   backoff_s=backoff_s, limits=limits, log=log)
+            digests = download_url(url, tmp, name=name, backoff_s=backoff_s, limits=limits,
+                                   log=log)
             verify(url, digests, checks)
             inspect_source(tmp, label=url, limits=limits)
         kind = "archive"
@@ -330,12 +329,12 @@ def _check_source_size(size: int, label: str, limits: Limits) -> None:
 # -------------------------------------------------------------------------------- transfers
 
 
-def download_url(url: str, dest: Path, *, name: str, timeout_s: float = 30.0, retries: int = 3,
-                 backoff_s: float = 1.0, limits: Limits, log: TextIO | None = None) -> Digests:
+def download_url(url: str, dest: Path, *, name: str, backoff_s: float = 1.0, limits: Limits,
+                 log: TextIO | None = None) -> Digests:
     """Download ``url`` to ``dest`` with retries; return the size and digests of what arrived.
 
-    ``timeout_s`` bounds each network read; the rate must reach ``limits.min_rate`` over every
-    ``RATE_WINDOWS * timeout_s`` seconds, or the download stops. ``retries`` extra attempts
+    ``limits.timeout_s`` bounds each network read; the rate must reach ``limits.min_rate`` over every
+    ``RATE_WINDOWS * timeout_s`` seconds, or the download stops. ``limits.retries`` extra attempts
     follow a failure after ``backoff_s``, ``2 * backoff_s``, ... seconds. While the host has
     never answered, all attempts together stop after :data:`CONNECT_BUDGET_S` seconds; whatever
     happens, the whole download stops at ``limits.deadline_s``, and at ``limits.source_bytes``
@@ -344,6 +343,7 @@ def download_url(url: str, dest: Path, *, name: str, timeout_s: float = 30.0, re
     log = log or sys.stderr
     start = time.monotonic()
     deadline = start + limits.deadline_s
+    timeout_s, retries = limits.timeout_s, limits.retries
     reached, last, attempts, out_of_time = False, "", 0, False
     for attempt in range(retries + 1):
         left = CONNECT_BUDGET_S - (time.monotonic() - start)

@@ -89,6 +89,8 @@ class Limits:
     arrays_bytes: int  # data.max_arrays_gib: prepare's image arrays
     min_rate: float  # data.min_rate_kib_s, in bytes/s
     deadline_s: float  # data.download_deadline_s
+    timeout_s: float  # data.timeout_s: one network read
+    retries: int  # data.retries: extra download attempts after the first
 
     @classmethod
     def from_config(cls, data: DataConfig) -> Limits:
@@ -98,7 +100,8 @@ class Limits:
                    member_bytes=int(data.max_member_mib * MiB), members=data.max_members,
                    image_pixels=int(data.max_image_mpx * 1e6),
                    arrays_bytes=int(data.max_arrays_gib * GiB),
-                   min_rate=data.min_rate_kib_s * 1024, deadline_s=data.download_deadline_s)
+                   min_rate=data.min_rate_kib_s * 1024, deadline_s=data.download_deadline_s,
+                   timeout_s=data.timeout_s, retries=data.retries)
 
     # "data.<key> = <value>", for messages
     def source_cap(self) -> str:
