@@ -7,19 +7,19 @@ plain git-tracked output that only the report reads: environment, per-run values
 information, step breakdown, inference variants, class counts. Keeping the two apart keeps
 ``dvc exp show`` to about 25 metric columns.
 
-=================================  ============================  =================================
-file                               model                         written by
-=================================  ============================  =================================
-``metrics/data.json``              :class:`DataMetrics`          prepare
-``metrics/details/data.json``      :class:`DataDetails`          prepare
-``metrics/train/M/metrics.json``   :class:`TrainMetrics`         train (DVCLive's file while it runs)
-``metrics/details/train/M.json``   :class:`TrainDetails`         train
-``metrics/profile/M.json``         :class:`ProfileMetrics`       profile
-``metrics/details/profile/M.json`` :class:`ProfileDetails`       profile
-``plots/throughput/M.csv``         :class:`ThroughputRow`        profile
-``plots/latency/M.csv``            :class:`LatencyRow`           profile
-``metrics/train/M/curves.json``    :class:`CurvePoint` rows      train (through DVCLive)
-=================================  ============================  =================================
+==========================================  ==================  ===============================
+file                                        model               written by
+==========================================  ==================  ===============================
+``metrics/data.json``                       DataMetrics         prepare
+``metrics/details/data.json``               DataDetails         prepare
+``metrics/train/M/metrics.json``            TrainMetrics        train (DVCLive's while it runs)
+``metrics/details/train/M.json``            TrainDetails        train
+``metrics/train/M/plots/custom/*.json``     CurvePoint rows     train, through DVCLive
+``metrics/profile/M.json``                  ProfileMetrics      profile
+``metrics/details/profile/M.json``          ProfileDetails      profile
+``plots/throughput/M.csv``                  ThroughputRow       profile
+``plots/latency/M.csv``                     LatencyRow          profile
+==========================================  ==================  ===============================
 """
 
 from __future__ import annotations
