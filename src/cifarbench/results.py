@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -25,7 +25,7 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float]:
     return mean, std
 
 
-def summarize_runs(name: str, kind: str, cfg: TrainConfig, training: TrainingResult, *,
+def summarize_runs(name: str, kind: Literal["cnn", "vit"], cfg: TrainConfig, training: TrainingResult, *,
                    n_params: int, breakdown_ms: dict[str, float],
                    env: Mapping[str, Any]) -> tuple[TrainMetrics, TrainDetails]:
     """The headline (a DVC metric) and the details (a plain output) of one model's runs."""
@@ -37,8 +37,7 @@ def summarize_runs(name: str, kind: str, cfg: TrainConfig, training: TrainingRes
     headline = TrainMetrics(test_accuracy=acc, test_accuracy_std=acc_std, train_time_s=t,
                             time_to_target_s=statistics.fmean(reached) if reached else None)
     details = TrainDetails(
-        model=name, kind=kind,  # type: ignore[arg-type]  # from the params schema: cnn | vit
-        params=n_params, epochs=cfg.epochs, batch_size=cfg.batch_size,
+        model=name, kind=kind, params=n_params, epochs=cfg.epochs, batch_size=cfg.batch_size,
         runs=len(runs), tta=cfg.tta, target_accuracy=cfg.target_accuracy,
         runs_reaching_target=len(reached),
         test_loss=statistics.fmean(r.test_loss for r in runs), train_time_s_std=t_std,
@@ -46,7 +45,7 @@ def summarize_runs(name: str, kind: str, cfg: TrainConfig, training: TrainingRes
         warmup_time_s=training.warmup_time_s,
         train_throughput_img_s=statistics.fmean(r.train_throughput_img_s for r in runs),
         peak_memory_mb=max(r.peak_memory_mb for r in runs), peak_memory_kind=runs[0].peak_memory_kind,
-        compile_mode=info.mode, compile_fallback_reason=info.reason,  # type: ignore[arg-type]  # eager | compiled | fallback
+        compile_mode=info.mode, compile_fallback_reason=info.reason,
         compile_time_s=info.compile_time_s, compile_recompiles=info.recompiles,
         breakdown_ms=StepBreakdown(**breakdown_ms), environment=Environment(**env),
         per_run=[RunRecord(seed=r.seed, test_accuracy=r.test_accuracy, test_loss=r.test_loss,

@@ -25,6 +25,7 @@ file                                        model               written by
 from __future__ import annotations
 
 import json
+import typing
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
@@ -241,6 +242,12 @@ def columns(model: type[Record]) -> list[str]:
     return list(model.model_fields)
 
 
+def nullable_columns(model: type[Record]) -> dict[str, bool]:
+    """The CSV columns of a row model -> may the column hold empty cells (the field allows None)?"""
+    return {name: type(None) in typing.get_args(f.annotation)
+            for name, f in model.model_fields.items()}
+
+
 # ------------------------------------------------------------------------------ read / write
 
 
@@ -249,16 +256,20 @@ def write_record(path: str | Path, record: Record) -> None:
     write_json(path, record.model_dump(mode="json"))
 
 
-def read_record(path: str | Path, model: type[R]) -> R:
-    """Read and validate a JSON record, or raise UserError naming the file, key and problem."""
+def load_json(path: str | Path) -> Any:
+    """Parse a JSON file an earlier stage wrote, or raise UserError naming it."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: file not found (expected it from an earlier stage; run `dvc repro`)")
     try:
-        raw = json.loads(path.read_text())
+        return json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise UserError(f"{path}: not readable JSON ({exc})") from None
-    return validate(raw, model, path)
+
+
+def read_record(path: str | Path, model: type[R]) -> R:
+    """Read and validate a JSON record, or raise UserError naming the file, key and problem."""
+    return validate(load_json(path), model, path)
 
 
 def validate(raw: Any, model: type[R], source: str | Path) -> R:

@@ -21,7 +21,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TextIO
+from typing import Any, Literal, Protocol, TextIO
 
 import numpy as np
 import torch
@@ -127,7 +127,7 @@ class CompileInfo:
     """What ran the training steps: ``eager`` (compile off), ``compiled``, or ``fallback``
     (compile asked for, eager used: ``reason`` says why)."""
 
-    mode: str = "eager"
+    mode: Literal["eager", "compiled", "fallback"] = "eager"
     reason: str | None = None
     compile_time_s: float = 0.0  # first compiled call (tracing + code generation)
     check: dict[str, float] = field(default_factory=dict)  # compiled vs eager, first step

@@ -8,8 +8,6 @@ instead of a KeyError deep inside matplotlib. CSV tables and curves become panda
 
 from __future__ import annotations
 
-import json
-import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,10 +23,11 @@ from cifarbench.schema import (
     LatencyRow,
     ProfileDetails,
     ProfileMetrics,
-    Record,
     ThroughputRow,
     TrainDetails,
     TrainMetrics,
+    load_json,
+    nullable_columns,
     read_record,
     validate_rows,
 )
@@ -81,12 +80,6 @@ class ReportInputs:
 
 
 CONFUSION_COLUMNS = ("actual", "predicted")
-
-
-def table_columns(model: type[Record]) -> dict[str, bool]:
-    """CSV columns of a row model -> may the column hold empty cells (the field allows None)?"""
-    return {name: type(None) in typing.get_args(f.annotation)
-            for name, f in model.model_fields.items()}
 
 
 # ------------------------------------------------------------------------------- validation
@@ -142,12 +135,7 @@ def read_confusion(path: Path, class_names: Sequence[str]) -> pd.DataFrame:
 
 def read_curves(path: Path) -> pd.DataFrame:
     """DVCLive's custom plot file: a JSON list of :class:`CurvePoint` rows."""
-    if not path.is_file():
-        raise UserError(f"{path}: file not found (expected it from an earlier stage; run `dvc repro`)")
-    try:
-        rows = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise UserError(f"{path}: not readable JSON ({exc})") from None
+    rows = load_json(path)
     if not isinstance(rows, list) or not rows:
         raise UserError(f"{path}: expected a non-empty JSON list of curve points")
     points = validate_rows(rows, CurvePoint, path)
@@ -169,7 +157,7 @@ def load_model(name: str, paths: ReportPaths, class_names: Sequence[str]) -> Mod
     profile_details = read_record(profile_details_path, ProfileDetails)
     _check_model_field(profile_details.model, name, profile_details_path)
 
-    throughput = read_table(paths.throughput / f"{name}.csv", table_columns(ThroughputRow))
+    throughput = read_table(paths.throughput / f"{name}.csv", nullable_columns(ThroughputRow))
     return ModelResults(
         name=name, train=read_record(live / LIVE_METRICS_FILE, TrainMetrics),
         train_details=train_details,
@@ -179,7 +167,7 @@ def load_model(name: str, paths: ReportPaths, class_names: Sequence[str]) -> Mod
         run_curves=read_curves(live / RUN_CURVES_FILE).reset_index(drop=True),
         confusion=read_confusion(paths.confusion / f"{name}.csv", class_names),
         throughput=throughput.sort_values("batch_size").reset_index(drop=True),
-        latency=read_table(paths.latency / f"{name}.csv", table_columns(LatencyRow)))
+        latency=read_table(paths.latency / f"{name}.csv", nullable_columns(LatencyRow)))
 
 
 def load_inputs(models: Sequence[str], paths: ReportPaths) -> ReportInputs:

@@ -65,9 +65,9 @@ def headline_numbers(m: ModelResults) -> dict[str, Any]:
     }
 
 
-# The environment keys the report names (the rest stay in the details files).
-ENVIRONMENT_KEYS = ("device", "device_name", "torch_version", "cuda_version", "cpu_threads",
-                    "host_load_1m", "oversubscribed")
+# The environment keys the report names (the rest stay in the details files); the host load
+# is per measurement, summarised below.
+ENVIRONMENT_KEYS = ("device", "device_name", "torch_version", "cuda_version", "cpu_threads")
 
 
 def environment(inputs: ReportInputs) -> dict[str, Any]:
